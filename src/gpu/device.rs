@@ -1,0 +1,220 @@
+//! Instance, adapter and device creation. We always ask for the adapter's real limits (wgpu would
+//! otherwise hand out WebGPU's defaults: 128 MiB bindings, 16 KiB workgroup memory) and for every
+//! optional feature we know how to use, so later code can pick fast paths from `Gpu::features`.
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Which backend to open. `Any` lets wgpu choose; CI asks for Vulkan so a missing driver fails
+/// loudly instead of silently falling back to GL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+    Any,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "vulkan" | "vk" => Backend::Vulkan,
+            "metal" => Backend::Metal,
+            "dx12" | "d3d12" => Backend::Dx12,
+            "gl" | "gles" | "opengl" => Backend::Gl,
+            "any" | "" => Backend::Any,
+            other => return Err(Error::UnknownBackend(other.to_string())),
+        })
+    }
+}
+
+impl Backend {
+    pub fn backends(self) -> wgpu::Backends {
+        match self {
+            Backend::Vulkan => wgpu::Backends::VULKAN,
+            Backend::Metal => wgpu::Backends::METAL,
+            Backend::Dx12 => wgpu::Backends::DX12,
+            Backend::Gl => wgpu::Backends::GL,
+            Backend::Any => wgpu::Backends::all(),
+        }
+    }
+}
+
+/// How to choose the device. `Default` reads `VLP_BACKEND` and `VLP_ADAPTER`.
+#[derive(Clone, Debug)]
+pub struct GpuOptions {
+    pub backend: Backend,
+    /// Adapter index (as listed by `vlp-engine info`) or a case-insensitive name substring.
+    pub adapter: Option<String>,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        let backend = std::env::var("VLP_BACKEND").ok().and_then(|s| s.parse().ok()).unwrap_or(Backend::Any);
+        let adapter = std::env::var("VLP_ADAPTER").ok().filter(|s| !s.is_empty());
+        GpuOptions { backend, adapter }
+    }
+}
+
+/// Optional features we use when present; never required.
+pub fn wanted_features() -> wgpu::Features {
+    wgpu::Features::SHADER_F16
+        | wgpu::Features::SUBGROUP
+        | wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+}
+
+pub struct Gpu {
+    pub info: wgpu::AdapterInfo,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pub(crate) pipelines: Mutex<HashMap<String, Arc<super::kernel::Kernel>>>,
+    pub(crate) layouts: Mutex<HashMap<Vec<super::kernel::Access>, Arc<wgpu::BindGroupLayout>>>,
+    /// Errors wgpu reports outside an error scope; surfaced by `Gpu::check`.
+    pub(crate) uncaptured: Arc<Mutex<Vec<String>>>,
+    /// Stand-ins for unused bindings: one read-only, one writable (a buffer may not be bound both
+    /// ways in one dispatch).
+    dummies: std::sync::OnceLock<(super::Tensor, super::Tensor)>,
+}
+
+fn device_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+pub fn instance(backend: Backend) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backend.backends();
+    wgpu::Instance::new(desc)
+}
+
+/// All adapters of a backend, best first (discrete, integrated, virtual, other, CPU).
+pub fn list_adapters(backend: Backend) -> Vec<wgpu::Adapter> {
+    let inst = instance(backend);
+    let mut v = pollster::block_on(inst.enumerate_adapters(backend.backends()));
+    v.sort_by_key(|a| device_rank(a.get_info().device_type));
+    v
+}
+
+fn pick_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
+    let adapters = list_adapters(opts.backend);
+    if adapters.is_empty() {
+        let hint = if cfg!(target_os = "linux") {
+            "; on Linux without a GPU install Mesa's software Vulkan: apt-get install mesa-vulkan-drivers".to_string()
+        } else {
+            String::new()
+        };
+        return Err(Error::NoAdapter { backend: format!("{:?}", opts.backend).to_lowercase(), hint });
+    }
+    match &opts.adapter {
+        None => Ok(adapters.into_iter().next().unwrap()),
+        Some(sel) => {
+            if let Ok(i) = sel.parse::<usize>() {
+                return adapters.into_iter().nth(i).ok_or_else(|| Error::AdapterNotFound(sel.clone()));
+            }
+            let s = sel.to_lowercase();
+            adapters
+                .into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&s))
+                .ok_or_else(|| Error::AdapterNotFound(sel.clone()))
+        }
+    }
+}
+
+impl Gpu {
+    pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        let adapter = pick_adapter(opts)?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features() & wanted_features();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("vlp-engine"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::Device(e.to_string()))?;
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().push(e.to_string());
+        }));
+        Ok(Gpu {
+            info,
+            device,
+            queue,
+            limits,
+            features,
+            pipelines: Mutex::new(HashMap::new()),
+            layouts: Mutex::new(HashMap::new()),
+            uncaptured,
+            dummies: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The default device (`VLP_BACKEND`, `VLP_ADAPTER`).
+    pub fn default_device() -> Result<Gpu> {
+        Gpu::new(&GpuOptions::default())
+    }
+
+    fn dummies(&self) -> &(super::Tensor, super::Tensor) {
+        self.dummies.get_or_init(|| {
+            let r = self.zeros("dummy-read", &[4], super::DType::F32).expect("16-byte buffer");
+            let w = self.zeros("dummy-write", &[4], super::DType::F32).expect("16-byte buffer");
+            (r, w)
+        })
+    }
+    pub fn dummy_read(&self) -> &super::Tensor {
+        &self.dummies().0
+    }
+    pub fn dummy_write(&self) -> &super::Tensor {
+        &self.dummies().1
+    }
+
+    pub fn has(&self, f: wgpu::Features) -> bool {
+        self.features.contains(f)
+    }
+
+    /// Largest buffer we may bind as one storage binding (we always bind whole buffers).
+    pub fn max_binding_bytes(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+
+    /// Turns errors wgpu reported asynchronously into a Result, so callers see them at a known point.
+    pub fn check(&self, context: &str) -> Result<()> {
+        let mut errs = self.uncaptured.lock().unwrap();
+        if errs.is_empty() {
+            return Ok(());
+        }
+        let msg = errs.join("; ");
+        errs.clear();
+        Err(Error::Validation { context: context.to_string(), msg })
+    }
+
+    /// Blocks until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .map_err(|e| Error::Device(e.to_string()))?;
+        self.check("queue")
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            self.info.name, self.info.backend, self.info.device_type, self.info.driver, self.info.driver_info
+        )
+    }
+}

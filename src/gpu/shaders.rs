@@ -1,0 +1,20 @@
+//! The WGSL sources, compiled into the binary. Every file gets `common.wgsl` prepended (WGSL has no
+//! include); a test validates each assembled source with naga.
+pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
+
+pub const ALL: &[(&str, &str)] = &[
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("attention", include_str!("../../shaders/attention.wgsl")),
+    ("softmax", include_str!("../../shaders/softmax.wgsl")),
+    ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
+    ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    ("embedding", include_str!("../../shaders/embedding.wgsl")),
+    ("cross_entropy", include_str!("../../shaders/cross_entropy.wgsl")),
+    ("bce", include_str!("../../shaders/bce.wgsl")),
+    ("reduce", include_str!("../../shaders/reduce.wgsl")),
+    ("optim", include_str!("../../shaders/optim.wgsl")),
+];
+
+pub fn full_source(name: &str) -> Option<String> {
+    ALL.iter().find(|(n, _)| *n == name).map(|(_, s)| format!("{COMMON}\n{s}"))
+}

@@ -1,0 +1,9 @@
+//! vlp-engine: Oscar (Object-Semantics Aligned Pre-training) on wgpu with hand-written WGSL kernels.
+//!
+//! Layers, each using only those above it: `gpu` (device, buffers, pipelines, dispatch), `ops`
+//! (one module per kernel family: launcher, backward, CPU reference, tests).
+pub mod error;
+pub mod gpu;
+pub mod ops;
+
+pub use error::{Error, Result};

@@ -1,0 +1,78 @@
+//! Shared by the op tests: one device per test process, seeded data, tolerances, finite differences.
+use crate::gpu::Gpu;
+use std::sync::OnceLock;
+
+pub fn gpu() -> &'static Gpu {
+    static G: OnceLock<Gpu> = OnceLock::new();
+    G.get_or_init(|| {
+        let g = Gpu::default_device().expect("tests need a GPU adapter (CI uses lavapipe: apt-get install mesa-vulkan-drivers)");
+        eprintln!("test device: {}", g.summary());
+        g
+    })
+}
+
+/// Small deterministic generator (SplitMix64) so tests need no extra crate.
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    /// Uniform in [-a, a].
+    pub fn vec(&mut self, n: usize, a: f32) -> Vec<f32> {
+        (0..n).map(|_| (self.uniform() * 2.0 - 1.0) * a).collect()
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// |got - want| <= atol + rtol * |want| everywhere; reports the worst element.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0usize, 0f32);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        assert!(g.is_finite() == w.is_finite(), "{what}[{i}]: got {g}, want {w}");
+        let excess = err - (atol + rtol * w.abs());
+        if excess > worst.1 {
+            worst = (i, excess);
+        }
+    }
+    let i = worst.0;
+    assert!(worst.1 <= 0.0, "{what}[{i}]: got {}, want {} (atol {atol}, rtol {rtol})", got[i], want[i]);
+}
+
+/// Central finite differences of a scalar function f at x, for every coordinate.
+pub fn numeric_grad(x: &[f32], eps: f64, mut f: impl FnMut(&[f32]) -> f64) -> Vec<f32> {
+    let mut xv = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let orig = xv[i];
+            let hi = (orig as f64 + eps) as f32;
+            let lo = (orig as f64 - eps) as f32;
+            xv[i] = hi;
+            let fp = f(&xv);
+            xv[i] = lo;
+            let fm = f(&xv);
+            xv[i] = orig;
+            // divide by the step actually taken in f32
+            ((fp - fm) / (hi as f64 - lo as f64)) as f32
+        })
+        .collect()
+}
+
+/// Random projection weights: loss = sum(w * y) turns any output y into a scalar whose gradient
+/// w.r.t. y is w, so backward passes are checked against finite differences of that scalar.
+pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+}
