@@ -143,11 +143,22 @@ impl Readback {
     }
 
     pub fn wait(&mut self, gpu: &Gpu) -> Result<Vec<u8>> {
-        gpu.device
-            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        gpu.check("readback")?;
-        self.take()?.ok_or_else(|| Error::Readback("buffer was not mapped after wait".into()))
+        // Another thread polling the same device can consume the wake-up before our map callback
+        // has run, so poll until *our* callback has fired (bounded, so a lost device is an error).
+        let start = std::time::Instant::now();
+        loop {
+            gpu.device
+                .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(std::time::Duration::from_secs(1)) })
+                .ok();
+            gpu.check("readback")?;
+            if let Some(bytes) = self.take()? {
+                return Ok(bytes);
+            }
+            if start.elapsed() > std::time::Duration::from_secs(600) {
+                return Err(Error::Readback("GPU did not finish within 600 s".into()));
+            }
+            std::thread::yield_now();
+        }
     }
 
     fn take(&mut self) -> Result<Option<Vec<u8>>> {

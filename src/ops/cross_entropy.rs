@@ -1,1 +1,141 @@
-//! todo
+//! Cross-entropy fused with log-softmax, with an ignore index, mean over non-ignored rows
+//! (shaders/cross_entropy.wgsl). The forward keeps each row's log-sum-exp so the backward
+//! recomputes softmax without storing it; the vocabulary (30522 for BERT) is walked by one
+//! 256-thread workgroup per row.
+use super::{check_len, grid_rows};
+use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, Tensor};
+use crate::Result;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32, vocab: u32, x_off: u32, l_off: u32,
+    st_off: u32, out_off: u32, dx_off: u32, ignore: i32,
+    dscale: f32, _p0: u32, _p1: u32, _p2: u32,
+}
+
+const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite, Access::ReadWrite];
+
+/// One cross-entropy loss: logits [rows, vocab], labels i32 [rows].
+/// Scratch `stats` [rows, 3]; result `out` [3] = (sum, count, mean).
+#[derive(Clone, Copy, Debug)]
+pub struct CrossEntropy {
+    pub rows: usize,
+    pub vocab: usize,
+    pub ignore_index: i32,
+}
+
+impl CrossEntropy {
+    fn params(&self, logits: &Tensor, labels: &Tensor, stats: &Tensor, out: &Tensor) -> Result<Params> {
+        const OP: &str = "cross_entropy";
+        check_len(OP, "logits", logits, self.rows * self.vocab)?;
+        check_len(OP, "labels", labels, self.rows)?;
+        check_len(OP, "stats", stats, 3 * self.rows)?;
+        check_len(OP, "out", out, 3)?;
+        Ok(Params {
+            rows: self.rows as u32, vocab: self.vocab as u32, x_off: logits.off(), l_off: labels.off(),
+            st_off: stats.off(), out_off: out.off(), ignore: self.ignore_index, ..Default::default()
+        })
+    }
+
+    /// [per-row loss, mean over valid rows into out].
+    pub fn forward(&self, gpu: &Gpu, logits: &Tensor, labels: &Tensor, stats: &Tensor, out: &Tensor) -> Result<Vec<Dispatch>> {
+        let p = self.params(logits, labels, stats, out)?;
+        let d = gpu.dummy_write();
+        let n = (self.rows * self.vocab) as f64;
+        Ok(vec![
+            Dispatch::new(gpu, &KernelSpec::new("cross_entropy", "ce_fwd", BINDS), &p, &[logits, labels, stats, d, d], grid_rows(self.rows))?
+                .cost(3.0 * n, 8.0 * n),
+            Dispatch::new(gpu, &KernelSpec::new("cross_entropy", "ce_reduce", BINDS), &p, &[logits, labels, stats, out, d], [1, 1, 1])?,
+        ])
+    }
+
+    /// dlogits = (softmax - onehot) * dscale / count (dscale: upstream gradient or loss scale).
+    pub fn backward(&self, gpu: &Gpu, logits: &Tensor, labels: &Tensor, stats: &Tensor, out: &Tensor, dlogits: &Tensor, dscale: f32) -> Result<Dispatch> {
+        let mut p = self.params(logits, labels, stats, out)?;
+        check_len("cross_entropy_backward", "dlogits", dlogits, self.rows * self.vocab)?;
+        p.dx_off = dlogits.off();
+        p.dscale = dscale;
+        let n = (self.rows * self.vocab) as f64;
+        Ok(Dispatch::new(gpu, &KernelSpec::new("cross_entropy", "ce_bwd", BINDS), &p, &[logits, labels, stats, out, dlogits], grid_rows(self.rows))?
+            .cost(3.0 * n, 8.0 * n))
+    }
+}
+
+pub mod cpu {
+    fn valid(l: i32, ignore: i32, vocab: usize) -> bool {
+        l != ignore && l >= 0 && (l as usize) < vocab
+    }
+    /// Mean loss over valid rows (0 when none).
+    pub fn forward(logits: &[f32], labels: &[i32], vocab: usize, ignore: i32) -> f64 {
+        let (mut s, mut c) = (0f64, 0f64);
+        for (row, &l) in logits.chunks(vocab).zip(labels) {
+            if !valid(l, ignore, vocab) {
+                continue;
+            }
+            let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = mx + row.iter().map(|v| (*v as f64 - mx).exp()).sum::<f64>().ln();
+            s += lse - row[l as usize] as f64;
+            c += 1.0;
+        }
+        s / c.max(1.0)
+    }
+    pub fn backward(logits: &[f32], labels: &[i32], vocab: usize, ignore: i32, dscale: f32) -> Vec<f32> {
+        let count = labels.iter().filter(|&&l| valid(l, ignore, vocab)).count().max(1) as f64;
+        let mut d = vec![0f32; logits.len()];
+        for ((row, &l), dr) in logits.chunks(vocab).zip(labels).zip(d.chunks_mut(vocab)) {
+            if !valid(l, ignore, vocab) {
+                continue;
+            }
+            let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let z: f64 = row.iter().map(|v| (*v as f64 - mx).exp()).sum();
+            for (j, o) in dr.iter_mut().enumerate() {
+                let p = (row[j] as f64 - mx).exp() / z - if j == l as usize { 1.0 } else { 0.0 };
+                *o = (p * dscale as f64 / count) as f32;
+            }
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::DType;
+    use crate::ops::testutil::*;
+
+    #[test]
+    fn cpu_backward_matches_finite_differences() {
+        let mut r = Rng::new(50);
+        let (vocab, labels) = (6, [2, -1, 5, 0]);
+        let x = r.vec(4 * vocab, 3.0);
+        let n = numeric_grad(&x, 1e-3, |v| cpu::forward(v, &labels, vocab, -1));
+        assert_close("ce fd", &cpu::backward(&x, &labels, vocab, -1, 1.0), &n, 1e-4, 1e-3);
+    }
+
+    #[test]
+    fn gpu_matches_cpu_at_bert_vocabulary() {
+        let g = gpu();
+        let mut r = Rng::new(51);
+        for &(rows, vocab) in &[(1usize, 1usize), (5, 7), (9, 30522)] {
+            let x = r.vec(rows * vocab, 8.0);
+            // one ignored row (-1), the rest in range
+            let labels: Vec<i32> = (0..rows).map(|i| if i == 1 { -1 } else { r.below(vocab) as i32 }).collect();
+            let ce = CrossEntropy { rows, vocab, ignore_index: -1 };
+            let xt = g.upload_f32("logits", &[rows, vocab], &x).unwrap();
+            let lt = g.upload_i32("labels", &[rows], &labels).unwrap();
+            let st = g.zeros("stats", &[rows, 3], DType::F32).unwrap();
+            let out = g.zeros("out", &[3], DType::F32).unwrap();
+            let dx = g.zeros("dx", &[rows, vocab], DType::F32).unwrap();
+            let mut list = ce.forward(g, &xt, &lt, &st, &out).unwrap();
+            list.push(ce.backward(g, &xt, &lt, &st, &out, &dx, 2.0).unwrap());
+            g.run(&list).unwrap();
+            let got = g.read_f32(&out).unwrap();
+            let want = cpu::forward(&x, &labels, vocab, -1);
+            let valid = labels.iter().filter(|&&l| l >= 0).count();
+            assert_eq!(got[1] as usize, valid, "count of valid rows");
+            assert!((got[2] as f64 - want).abs() < 1e-4 * want.abs().max(1.0), "loss {} vs {want}", got[2]);
+            assert_close("ce dlogits", &g.read_f32(&dx).unwrap(), &cpu::backward(&x, &labels, vocab, -1, 2.0), 1e-6, 1e-4);
+        }
+    }
+}
