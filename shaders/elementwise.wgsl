@@ -4,8 +4,10 @@
 //   tanh_fwd:  z = tanh(x)                         tanh_bwd: z = acc*z + y * (1 - x^2)  (x = tanh output)
 //   axpby:     z = alpha*x + beta*y   (residual add: alpha = beta = 1)
 //   acc_into:  z = beta*z + alpha*x   (gradient accumulation, x and z distinct buffers)
-//   dropout:   z = acc*z + x * keep(seed, stream, i) * keep_scale. The backward of dropout is the same
-//              call on dy with the same stream: the counter RNG regenerates the mask.
+//   dropout:   z = acc*z + x * keep(seed, stream, i) * keep_scale + beta*y. beta = 1 fuses BERT's
+//              "dropout then residual add". The backward of dropout is the same call on dy with the
+//              same stream: the counter RNG regenerates the mask.
+//   fill:      z = alpha (zeroing gradient buffers inside a compute pass).
 
 struct Params {
     n: u32, x_off: u32, y_off: u32, z_off: u32,
@@ -80,5 +82,13 @@ fn dropout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (p.threshold != 0u) {
         v = select(0.0, v * p.keep_scale, keep_mask(seed[0], p.stream, i, p.threshold));
     }
+    if (p.beta != 0.0) { v += p.beta * y[p.y_off + i]; }
     put(i, v);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = gid(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    z[p.z_off + i] = p.alpha;
 }

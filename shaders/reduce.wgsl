@@ -1,6 +1,7 @@
 // reduce.wgsl — deterministic reductions (fixed summation order, no atomics).
 // Entry points:
-//   colsum: out[c] = acc * out[c] + sum_r x[r, c] (bias gradients). Workgroup = 64 columns x 4 row
+//   colsum: out[c] = acc * out[c] + sum_r x[r * rs + c] (bias gradients; rs > cols reads a column
+//     block of a wider buffer, e.g. one of Q/K/V in a fused [rows, 3H] gradient). Workgroup = 64 columns x 4 row
 //     lanes; lane l sums rows l, l+4, ...; the 4 lane sums are added in a fixed order.
 //   sum: out[0] = alpha * sum_i x[i]. One workgroup of 256 threads (losses: small n).
 //   sumsq_partial: part[w] = sum of x[i]^2 over chunk w (grid = ceil(n / chunk)). With
@@ -8,7 +9,7 @@
 
 struct Params {
     rows: u32, cols: u32, x_off: u32, o_off: u32,
-    alpha: f32, acc: f32, chunk: u32, _p0: u32,
+    alpha: f32, acc: f32, chunk: u32, rs: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -34,7 +35,7 @@ fn colsum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let c = wid.x * 64u + lid.x;
     var s = 0.0;
     if (c < p.cols) {
-        for (var r = lid.y; r < p.rows; r += 4u) { s += x[p.x_off + r * p.cols + c]; }
+        for (var r = lid.y; r < p.rows; r += 4u) { s += x[p.x_off + r * p.rs + c]; }
     }
     red[lid.y * 64u + lid.x] = s;
     workgroupBarrier();

@@ -13,6 +13,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("bce", include_str!("../../shaders/bce.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
+    ("rows", include_str!("../../shaders/rows.wgsl")),
 ];
 
 pub fn full_source(name: &str) -> Option<String> {

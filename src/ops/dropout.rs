@@ -14,6 +14,14 @@ pub fn dropout(gpu: &Gpu, x: &Tensor, z: &Tensor, seed: &Tensor, p: f32, stream:
     launch(gpu, "dropout", x.numel(), x, None, z, Some(seed), params)
 }
 
+/// z = dropout(x) + residual: BERT's hidden dropout fused with the residual add. Its backward is
+/// `dropout_backward` for the x branch; the residual branch receives dz unchanged.
+pub fn dropout_add(gpu: &Gpu, x: &Tensor, residual: &Tensor, z: &Tensor, seed: &Tensor, p: f32, stream: u32) -> Result<Dispatch> {
+    let (threshold, keep_scale) = dropout_threshold(p);
+    let params = Params { threshold, keep_scale, stream, beta: 1.0, ..Default::default() };
+    launch(gpu, "dropout", x.numel(), x, Some(residual), z, Some(seed), params)
+}
+
 /// Backward: dx (+)= dropout(dy) with the same seed, p and stream as the forward call.
 pub fn dropout_backward(gpu: &Gpu, dy: &Tensor, dx: &Tensor, seed: &Tensor, p: f32, stream: u32, accumulate: bool) -> Result<Dispatch> {
     dropout(gpu, dy, dx, seed, p, stream, accumulate)
@@ -60,6 +68,10 @@ mod tests {
         g.run([&dropout(g, &xt, &z, &seed, 0.1, 8, false).unwrap()]).unwrap();
         let other = g.read_f32(&z).unwrap();
         assert!(other.iter().zip(&got).any(|(a, b)| (*a == 0.0) != (*b == 0.0)));
+        // fused residual: dropout(x) + x
+        g.run([&dropout_add(g, &xt, &xt, &z, &seed, 0.1, 7).unwrap()]).unwrap();
+        let want: Vec<f32> = got.iter().zip(&x).map(|(d, v)| d + v).collect();
+        assert_close("dropout_add", &g.read_f32(&z).unwrap(), &want, 1e-6, 1e-6);
         // p = 0 is the identity
         g.run([&dropout(g, &xt, &z, &seed, 0.0, 7, false).unwrap()]).unwrap();
         assert_close("p=0", &g.read_f32(&z).unwrap(), &x, 0.0, 0.0);

@@ -16,7 +16,9 @@ const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::
 
 /// One elementwise dispatch over n elements: x, y read (None = unused), z written, seed for dropout.
 pub(crate) fn launch(gpu: &Gpu, entry: &'static str, n: usize, x: &Tensor, y: Option<&Tensor>, z: &Tensor, seed: Option<&Tensor>, mut p: Params) -> Result<Dispatch> {
-    check_len(entry, "x", x, n)?;
+    if entry != "fill" {
+        check_len(entry, "x", x, n)?;
+    }
     check_len(entry, "z", z, n)?;
     if let Some(y) = y {
         check_len(entry, "y", y, n)?;
@@ -65,6 +67,11 @@ pub fn axpby(gpu: &Gpu, alpha: f32, x: &Tensor, beta: f32, y: &Tensor, z: &Tenso
 /// z = beta z + alpha x (x and z distinct buffers).
 pub fn acc_into(gpu: &Gpu, alpha: f32, x: &Tensor, beta: f32, z: &Tensor) -> Result<Dispatch> {
     launch(gpu, "acc_into", x.numel(), x, None, z, None, Params { alpha, beta, ..Default::default() })
+}
+
+/// z = value (zeroes gradient buffers inside the step's compute pass).
+pub fn fill(gpu: &Gpu, z: &Tensor, value: f32) -> Result<Dispatch> {
+    launch(gpu, "fill", z.numel(), gpu.dummy_read(), None, z, None, Params { alpha: value, ..Default::default() })
 }
 
 pub mod cpu {
@@ -129,6 +136,8 @@ mod tests {
             g.run([&acc_into(g, 0.5, &dyt, 1.0, &z).unwrap()]).unwrap();
             let want: Vec<f32> = want.iter().zip(&dy).map(|(a, b)| a + 0.5 * b).collect();
             assert_close("acc_into", &g.read_f32(&z).unwrap(), &want, 1e-6, 1e-6);
+            g.run([&fill(g, &z, 0.25).unwrap()]).unwrap();
+            assert!(g.read_f32(&z).unwrap().iter().all(|v| *v == 0.25));
         }
     }
 

@@ -11,6 +11,7 @@ pub mod layernorm;
 pub mod matmul;
 pub mod optim;
 pub mod reduce;
+pub mod rows;
 pub mod softmax;
 
 #[cfg(test)]
