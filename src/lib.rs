@@ -4,6 +4,9 @@
 //! (one module per kernel family: launcher, backward, CPU reference, tests).
 pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod ops;
+pub mod train;
+pub mod util;
 
 pub use error::{Error, Result};
