@@ -2,6 +2,7 @@
 //!
 //! Layers, each using only those above it: `gpu` (device, buffers, pipelines, dispatch), `ops`
 //! (one module per kernel family: launcher, backward, CPU reference, tests).
+pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod model;

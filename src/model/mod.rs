@@ -1,6 +1,7 @@
 //! The Oscar model on the runtime: config, named parameters in arenas, checkpoints, and the
 //! forward and backward passes over activation buffers planned once per batch shape.
 pub mod batch;
+pub mod checkpoint;
 pub mod config;
 pub mod oscar;
 pub mod params;

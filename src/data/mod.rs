@@ -1,0 +1,4 @@
+//! Data: tokenizer and Oscar input layout (the synthetic world, stores and batch builders follow).
+pub mod tokenizer;
+
+pub use tokenizer::{TextInput, Tok, Truncation};

@@ -1,0 +1,190 @@
+//! Checkpoints in safetensors with Oscar / Hugging Face parameter names. Loading accepts our own
+//! files, Oscar checkpoints converted by tools/convert_checkpoint.py, and plain Hugging Face BERT
+//! checkpoints (names without `bert.`, extra buffers such as `embeddings.position_ids`, maybe no
+//! pooler): parts of Oscar they lack (image projection, pooler, heads) keep Oscar's init. Every
+//! problem is an error naming the file and the tensor.
+use super::params::ParamSet;
+use crate::gpu::Gpu;
+use crate::{Error, Result};
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// What a load did, by parameter name.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub loaded: Vec<String>,
+    /// Missing from the file but optional for Oscar: left at their (Oscar) initialisation.
+    pub initialized: Vec<String>,
+    /// In the file but not parameters of this model (buffers, tied copies, other heads).
+    pub ignored: Vec<String>,
+}
+
+/// Parameters that may be absent from a checkpoint (a BERT checkpoint has none of Oscar's extras).
+fn optional(name: &str) -> bool {
+    name.starts_with("bert.img_embedding") || name.starts_with("bert.LayerNorm") || name.starts_with("bert.pooler") || name.starts_with("cls.")
+}
+
+/// Maps a tensor name from a file to our name, or None for known non-parameters.
+fn canonical(name: &str) -> Option<String> {
+    if name.ends_with("position_ids") || name.ends_with("token_type_ids") {
+        return None; // registered buffers
+    }
+    if name == "cls.predictions.decoder.weight" || name == "cls.predictions.decoder.bias" {
+        return None; // the decoder is tied to the word embeddings; its bias is cls.predictions.bias
+    }
+    let mut n = if name.starts_with("bert.") || name.starts_with("cls.") || name.starts_with("classifier.") {
+        name.to_string()
+    } else {
+        format!("bert.{name}")
+    };
+    // TF-converted checkpoints name LayerNorm parameters gamma/beta
+    if n.contains("LayerNorm.") {
+        n = n.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias");
+    }
+    Some(n)
+}
+
+fn to_f32(file: &Path, name: &str, t: &TensorView) -> Result<Vec<f32>> {
+    let d = t.data();
+    Ok(match t.dtype() {
+        Dtype::F32 => bytemuck::pod_collect_to_vec(d),
+        Dtype::F16 => d.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => d.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        other => return Err(Error::Other(format!("{}: tensor '{name}' has dtype {other:?}; expected F32, F16 or BF16", file.display()))),
+    })
+}
+
+/// Loads every parameter of `params` from `file` (see the module doc for what is accepted).
+pub fn load(gpu: &Gpu, params: &ParamSet, file: &Path) -> Result<LoadReport> {
+    let bytes = std::fs::read(file).map_err(|e| Error::Other(format!("{}: cannot read checkpoint: {e}", file.display())))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Other(format!("{}: not a valid safetensors file ({e}); truncated or corrupt?", file.display())))?;
+    let mut found: HashMap<String, String> = HashMap::new();
+    let mut report = LoadReport::default();
+    for name in st.names() {
+        match canonical(name) {
+            Some(c) if params.has(&c) => {
+                found.insert(c, name.to_string());
+            }
+            _ => report.ignored.push(name.to_string()),
+        }
+    }
+    for spec in &params.layout.specs {
+        let Some(src) = found.get(&spec.name) else {
+            if optional(&spec.name) {
+                report.initialized.push(spec.name.clone());
+                continue;
+            }
+            return Err(Error::Other(format!("{}: missing tensor '{}' (shape {:?})", file.display(), spec.name, spec.shape)));
+        };
+        let t = st.tensor(src).map_err(|e| Error::Other(format!("{}: tensor '{src}': {e}", file.display())))?;
+        if t.shape() != spec.shape.as_slice() {
+            return Err(Error::Other(format!(
+                "{}: tensor '{src}' has shape {:?} but the model config needs {:?} for '{}'",
+                file.display(),
+                t.shape(),
+                spec.shape,
+                spec.name
+            )));
+        }
+        let v = to_f32(file, src, &t)?;
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(Error::Other(format!("{}: tensor '{src}' has a non-finite value at element {i}", file.display())));
+        }
+        params.upload(gpu, &spec.name, &v)?;
+        report.loaded.push(spec.name.clone());
+    }
+    Ok(report)
+}
+
+/// Serialises named f32 tensors (plus metadata) to safetensors bytes.
+pub fn to_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+    let views = tensors
+        .iter()
+        .map(|(n, s, v)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), bytemuck::cast_slice(v)).map_err(|e| Error::Other(format!("{n}: {e}")))?)))
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Other(format!("serialising checkpoint: {e}")))
+}
+
+/// Saves the parameters atomically (temporary file, then rename).
+pub fn save(gpu: &Gpu, params: &ParamSet, file: &Path, metadata: HashMap<String, String>) -> Result<()> {
+    let bytes = to_bytes(&params.download(gpu)?, metadata)?;
+    crate::util::atomic_write(file, &bytes).map_err(|e| Error::Other(format!("{}: cannot write checkpoint: {e}", file.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Config, Layout};
+    use std::sync::Arc;
+
+    fn tiny() -> Config {
+        let mut c = Config::preset("tiny").unwrap();
+        c.vocab_size = 50;
+        c.max_position_embeddings = 16;
+        c.img_feature_dim = 10;
+        c
+    }
+
+    #[test]
+    fn save_load_round_trip_and_hf_names_and_errors() {
+        let gpu = crate::ops::testutil::gpu();
+        let c = tiny();
+        let layout = Arc::new(Layout::for_config(&c, gpu.max_binding_bytes()).unwrap());
+        let p = ParamSet::zeros(gpu, layout.clone(), "p").unwrap();
+        p.init(gpu, 7).unwrap();
+        let dir = std::env::temp_dir().join(format!("vlp-ckpt-{}", std::process::id()));
+        let f = dir.join("model.safetensors");
+        save(gpu, &p, &f, HashMap::new()).unwrap();
+        let q = ParamSet::zeros(gpu, layout.clone(), "q").unwrap();
+        let r = load(gpu, &q, &f).unwrap();
+        assert_eq!(r.loaded.len(), layout.specs.len());
+        let (a, b) = (p.download(gpu).unwrap(), q.download(gpu).unwrap());
+        assert!(a.iter().zip(&b).all(|(x, y)| x == y), "round trip changed values");
+
+        // a Hugging Face BertModel file: no `bert.` prefix, a position_ids buffer, no pooler, no heads,
+        // one tensor in f16
+        let hf: Vec<(String, Vec<usize>, Vec<f32>)> = a
+            .iter()
+            .filter(|(n, _, _)| n.starts_with("bert.embeddings") || n.starts_with("bert.encoder"))
+            .map(|(n, s, v)| (n.trim_start_matches("bert.").to_string(), s.clone(), v.clone()))
+            .collect();
+        let mut views: Vec<(String, TensorView)> = hf.iter().map(|(n, s, v)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), bytemuck::cast_slice(v)).unwrap())).collect();
+        let pos: Vec<u8> = (0..16i64).flat_map(|i| i.to_le_bytes()).collect();
+        views.push(("embeddings.position_ids".into(), TensorView::new(Dtype::I64, vec![1, 16], &pos).unwrap()));
+        let fhf = dir.join("hf.safetensors");
+        std::fs::write(&fhf, safetensors::serialize(views, None).unwrap()).unwrap();
+        let r = load(gpu, &q, &fhf).unwrap();
+        assert!(r.initialized.iter().any(|n| n == "bert.pooler.dense.weight"));
+        assert!(r.initialized.iter().any(|n| n == "bert.img_embedding.weight"));
+        assert_eq!(r.ignored, vec!["embeddings.position_ids".to_string()]);
+
+        // wrong shape: a config with another hidden size
+        let mut c2 = c.clone();
+        c2.intermediate_size = 128;
+        let l2 = Arc::new(Layout::for_config(&c2, gpu.max_binding_bytes()).unwrap());
+        let q2 = ParamSet::zeros(gpu, l2, "q2").unwrap();
+        let e = load(gpu, &q2, &f).unwrap_err().to_string();
+        assert!(e.contains("model.safetensors") && e.contains("intermediate.dense.weight") && e.contains("[128, 64]"), "{e}");
+        // missing required tensor
+        let only: Vec<(String, TensorView)> = vec![("bert.embeddings.word_embeddings.weight".into(), TensorView::new(Dtype::F32, vec![50, 64], bytemuck::cast_slice(&a[0].2)).unwrap())];
+        let fm = dir.join("partial.safetensors");
+        std::fs::write(&fm, safetensors::serialize(only, None).unwrap()).unwrap();
+        let e = load(gpu, &q, &fm).unwrap_err().to_string();
+        assert!(e.contains("partial.safetensors") && e.contains("missing tensor"), "{e}");
+        // truncated file
+        let full = std::fs::read(&f).unwrap();
+        let ft = dir.join("truncated.safetensors");
+        std::fs::write(&ft, &full[..full.len() / 2]).unwrap();
+        let e = load(gpu, &q, &ft).unwrap_err().to_string();
+        assert!(e.contains("truncated.safetensors") && e.contains("truncated or corrupt"), "{e}");
+        // wrong dtype
+        let ints: Vec<u8> = vec![0; 50 * 64 * 4];
+        let bad = vec![("bert.embeddings.word_embeddings.weight".to_string(), TensorView::new(Dtype::I32, vec![50, 64], &ints).unwrap())];
+        let fd = dir.join("dtype.safetensors");
+        std::fs::write(&fd, safetensors::serialize(bad, None).unwrap()).unwrap();
+        let e = load(gpu, &q, &fd).unwrap_err().to_string();
+        assert!(e.contains("dtype.safetensors") && e.contains("I32"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
