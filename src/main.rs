@@ -23,6 +23,84 @@ enum Cmd {
     Info,
     /// Run the encoder on texts and write their last hidden states to a safetensors file.
     Embed(EmbedArgs),
+    /// Pre-train Oscar (masked-token + contrastive); with no flags, a tiny model on the synthetic world.
+    Train(TrainCli),
+    /// Generate the synthetic world (images, region features, tags, captions, VQA, NLVR2, tokenizer).
+    Synth(SynthArgs),
+}
+
+#[derive(clap::Args)]
+struct SynthArgs {
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 2000)]
+    images: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Region feature width: 2048-d appearance + 6 box numbers by default, as Oscar's.
+    #[arg(long, default_value_t = 2054)]
+    feature_dim: usize,
+}
+
+#[derive(clap::Args)]
+struct TrainCli {
+    /// tiny | base | large | path to a BERT/Oscar config.json (or its directory).
+    #[arg(long, default_value = "tiny")]
+    config: String,
+    /// Store directory (images.jsonl, captions.jsonl, features.safetensors); default: the synthetic world, generated into OUT/data.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// tokenizer.json or vocab.txt (default: DATA/tokenizer.json).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Initial weights (safetensors: ours, converted Oscar, or Hugging Face BERT).
+    #[arg(long)]
+    init: Option<PathBuf>,
+    #[arg(long, default_value_t = 300)]
+    steps: usize,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    #[arg(long, default_value_t = 30)]
+    warmup: usize,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f32,
+    /// Global gradient-norm clip; <= 0 turns it off.
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f32,
+    /// Text tokens per sequence ([CLS] caption [SEP] tags [SEP] + padding).
+    #[arg(long, default_value_t = 32)]
+    text_len: usize,
+    /// Region slots per sequence.
+    #[arg(long, default_value_t = 6)]
+    regions: usize,
+    /// Oscar+ 3-way contrastive loss instead of vanilla Oscar's 2-way.
+    #[arg(long)]
+    three_way: bool,
+    #[arg(long, default_value_t = 100)]
+    eval_every: usize,
+    #[arg(long, default_value_t = 4)]
+    eval_batches: usize,
+    #[arg(long, default_value_t = 100)]
+    save_every: usize,
+    #[arg(long, default_value_t = 10)]
+    log_every: usize,
+    #[arg(long, default_value = "runs/pretrain")]
+    out: PathBuf,
+    /// Continue from OUT/checkpoint.safetensors.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Images in the generated synthetic world.
+    #[arg(long, default_value_t = 2000)]
+    synth_images: usize,
+    /// Testing aid: poison a parameter with NaN before this step.
+    #[arg(long, hide = true)]
+    inject_nan_at: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -53,7 +131,43 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Info => info(&opts),
         Cmd::Embed(a) => embed(&opts, a),
+        Cmd::Train(a) => train(&opts, a),
+        Cmd::Synth(a) => synth(a),
     }
+}
+
+fn synth(a: SynthArgs) -> Result<()> {
+    use vlp_engine::data::{store, synth, Tok};
+    let w = synth::generate(a.images, a.seed, a.feature_dim);
+    let tok = Tok::train(&w.corpus(), 1000)?;
+    store::write_world(&a.out, &w, &tok)?;
+    println!(
+        "{}: {} images, {} captions, {} questions, {} statements, vocabulary {}",
+        a.out.display(), w.images.len(), w.captions.len(), w.questions.len(), w.statements.len(), tok.vocab_size()
+    );
+    Ok(())
+}
+
+fn train(opts: &GpuOptions, c: TrainCli) -> Result<()> {
+    use vlp_engine::train::TrainArgs;
+    let g = Gpu::new(opts)?;
+    let a = TrainArgs {
+        config: c.config, data: c.data, tokenizer: c.tokenizer, init: c.init, steps: c.steps, batch_size: c.batch_size,
+        grad_accum: c.grad_accum, lr: c.lr, warmup: c.warmup, weight_decay: c.weight_decay, max_grad_norm: c.max_grad_norm,
+        text_len: c.text_len, regions: c.regions, three_way: c.three_way, eval_every: c.eval_every, eval_batches: c.eval_batches,
+        save_every: c.save_every, log_every: c.log_every, out: c.out, resume: c.resume, seed: c.seed, synth_images: c.synth_images,
+        progress: true, inject_nan_at: c.inject_nan_at,
+    };
+    let s = vlp_engine::train::train(&g, &a)?;
+    let first = s.losses.first().copied().unwrap_or_default();
+    let last = s.losses.last().copied().unwrap_or_default();
+    println!("done: steps {}..{} of {} | params {:.2}M", s.start_step + 1, s.steps, s.steps, s.params as f64 / 1e6);
+    println!("loss {:.4} -> {:.4} (masked-token {:.4} -> {:.4}, contrastive {:.4} -> {:.4})", first.1, last.1, first.2, last.2, first.3, last.3);
+    if let Some(e) = &s.eval {
+        println!("validation: loss {:.4}, masked-token accuracy {:.3}, contrastive accuracy {:.3}", e.val_loss, e.val_mtl_acc, e.val_contrastive_acc);
+    }
+    println!("throughput {:.1} sequences/s | metrics {}/metrics.jsonl, plot {}/loss.png, model {}/model", s.seq_per_s, a.out.display(), a.out.display(), a.out.display());
+    Ok(())
 }
 
 fn embed(opts: &GpuOptions, a: EmbedArgs) -> Result<()> {

@@ -1,5 +1,7 @@
 //! Data: tokenizer and Oscar input layout (the synthetic world, stores and batch builders follow).
+pub mod pretrain;
 pub mod store;
+pub mod synth;
 pub mod tokenizer;
 
 pub use tokenizer::{TextInput, Tok, Truncation};

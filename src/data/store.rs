@@ -11,9 +11,83 @@ pub fn read_image_features(file: &Path, id: &str, dim: usize) -> Result<Vec<f32>
     if t.shape().len() != 2 || t.shape()[1] != dim {
         return Err(Error::Other(format!("{}: image '{id}' has shape {:?}, expected [regions, {dim}]", file.display(), t.shape())));
     }
+    view_f32(file, id, &t)
+}
+
+fn view_f32(file: &Path, id: &str, t: &safetensors::tensor::TensorView) -> Result<Vec<f32>> {
     Ok(match t.dtype() {
         Dtype::F32 => bytemuck::pod_collect_to_vec(t.data()),
         Dtype::F16 => t.data().chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         d => return Err(Error::Other(format!("{}: image '{id}' has dtype {d:?}, expected F32 or F16", file.display()))),
     })
+}
+
+/// Reads a JSON-lines file; empty files and malformed lines are errors naming file and line.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(serde_json::from_str(line).map_err(|e| Error::Other(format!("{}:{}: malformed record: {e}", path.display(), i + 1)))?);
+    }
+    if out.is_empty() {
+        return Err(Error::Other(format!("{}: no records (empty file)", path.display())));
+    }
+    Ok(out)
+}
+
+pub fn write_jsonl<T: serde::Serialize>(path: &Path, items: &[T]) -> Result<()> {
+    let mut s = String::new();
+    for it in items {
+        s.push_str(&serde_json::to_string(it).map_err(|e| Error::Other(e.to_string()))?);
+        s.push('\n');
+    }
+    crate::util::atomic_write(path, s.as_bytes()).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+}
+
+/// Writes region features, one [R, D] f32 tensor per image id.
+pub fn write_features(path: &Path, items: &[(String, Vec<f32>)], dim: usize) -> Result<()> {
+    use safetensors::tensor::TensorView;
+    let views = items
+        .iter()
+        .map(|(id, f)| Ok((id.clone(), TensorView::new(Dtype::F32, vec![f.len() / dim, dim], bytemuck::cast_slice(f)).map_err(|e| Error::Other(format!("{id}: {e}")))?)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("feature_dim".to_string(), dim.to_string());
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::Other(e.to_string()))?;
+    crate::util::atomic_write(path, &bytes).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+}
+
+/// All region features of a store, by image id, with their width.
+pub fn read_all_features(path: &Path) -> Result<(std::collections::HashMap<String, Vec<f32>>, usize)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Other(format!("{}: not a valid safetensors file: {e}", path.display())))?;
+    let mut dim = None;
+    let mut out = std::collections::HashMap::new();
+    for (id, t) in st.tensors() {
+        let s = t.shape();
+        if s.len() != 2 || dim.is_some_and(|d| d != s[1]) {
+            return Err(Error::Other(format!("{}: image '{id}' has shape {s:?}; every image needs [regions, {}]", path.display(), dim.unwrap_or(s.last().copied().unwrap_or(0)))));
+        }
+        dim = Some(s[1]);
+        let v = view_f32(path, &id, &t)?;
+        out.insert(id, v);
+    }
+    let dim = dim.ok_or_else(|| Error::Other(format!("{}: no image features", path.display())))?;
+    Ok((out, dim))
+}
+
+/// A pre-training store on disk: images.jsonl, captions.jsonl, features.safetensors (and, for the
+/// synthetic world, vqa.jsonl, nlvr2.jsonl and tokenizer.json).
+pub fn write_world(dir: &Path, w: &super::synth::World, tok: &super::Tok) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
+    write_jsonl(&dir.join("images.jsonl"), &w.images)?;
+    write_jsonl(&dir.join("captions.jsonl"), &w.captions)?;
+    write_jsonl(&dir.join("vqa.jsonl"), &w.questions)?;
+    write_jsonl(&dir.join("nlvr2.jsonl"), &w.statements)?;
+    let items: Vec<(String, Vec<f32>)> = w.images.iter().zip(&w.features).map(|(i, f)| (i.id.clone(), f.clone())).collect();
+    write_features(&dir.join("features.safetensors"), &items, w.feature_dim)?;
+    tok.save(&dir.join("tokenizer.json"))
 }
