@@ -27,6 +27,37 @@ enum Cmd {
     Train(TrainCli),
     /// Generate the synthetic world (images, region features, tags, captions, VQA, NLVR2, tokenizer).
     Synth(SynthArgs),
+    /// Time steady-state Oscar steps (forward, losses, backward, AdamW) on random inputs.
+    Bench(BenchCli),
+}
+
+#[derive(clap::Args)]
+struct BenchCli {
+    #[arg(long, default_value = "base")]
+    config: String,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    #[arg(long, default_value_t = 70)]
+    text: usize,
+    #[arg(long, default_value_t = 50)]
+    regions: usize,
+    /// train (forward + backward + AdamW) or infer (forward only).
+    #[arg(long, default_value = "train", value_parser = ["train", "infer"])]
+    mode: String,
+    /// Only f32 exists so far; f16 is the speed work of issue 5.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+    precision: String,
+    /// Timed steps (after --warmup untimed ones).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Per-kernel table from GPU timestamps.
+    #[arg(long)]
+    profile: bool,
+    /// One JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -133,7 +164,25 @@ fn main() -> Result<()> {
         Cmd::Embed(a) => embed(&opts, a),
         Cmd::Train(a) => train(&opts, a),
         Cmd::Synth(a) => synth(a),
+        Cmd::Bench(a) => bench(&opts, a),
     }
+}
+
+fn bench(opts: &GpuOptions, c: BenchCli) -> Result<()> {
+    use vlp_engine::train::bench::{bench, print, BenchArgs};
+    if c.precision == "f16" {
+        anyhow::bail!("--precision f16 is not implemented yet: only the fp32 path exists (see issue 5)");
+    }
+    let launched = std::time::Instant::now();
+    let g = Gpu::new(opts)?;
+    let a = BenchArgs { config: c.config, batch: c.batch, text: c.text, regions: c.regions, train: c.mode == "train", steps: c.steps, warmup: c.warmup, profile: c.profile };
+    let r = bench(&g, &a, launched)?;
+    if c.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        print(&r);
+    }
+    Ok(())
 }
 
 fn synth(a: SynthArgs) -> Result<()> {

@@ -80,6 +80,9 @@ pub struct Gpu {
     /// Stand-ins for unused bindings: one read-only, one writable (a buffer may not be bound both
     /// ways in one dispatch).
     dummies: std::sync::OnceLock<(super::Tensor, super::Tensor)>,
+    /// Bytes of every storage buffer created through `Gpu::buffer` (never decremented: a gauge of
+    /// what a process allocated, for the memory report of `vlp-engine bench`).
+    pub allocated: std::sync::atomic::AtomicU64,
 }
 
 fn device_rank(t: wgpu::DeviceType) -> u32 {
@@ -161,6 +164,7 @@ impl Gpu {
             layouts: Mutex::new(HashMap::new()),
             uncaptured,
             dummies: std::sync::OnceLock::new(),
+            allocated: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

@@ -71,6 +71,7 @@ impl Gpu {
         }
         // Zero-size buffers are legal in wgpu but cannot be bound; keep at least one element.
         let size = bytes.max(4).div_ceil(4) * 4;
+        self.allocated.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
         Ok(Arc::new(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,

@@ -1,5 +1,6 @@
 //! Training: the optimizer over the parameter arenas, the LR schedule, checkpoints with optimizer
 //! state, the loss plot, and the pre-training loop.
+pub mod bench;
 pub mod optim;
 pub mod plot;
 pub mod pretrain;

@@ -212,7 +212,7 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
                 line["val_loss"] = e.val_loss.into();
                 line["val_mtl_acc"] = e.val_mtl_acc.into();
                 line["val_contrastive_acc"] = e.val_contrastive_acc.into();
-                bar.println(format!("step {s}: val loss {:.4}, masked-token acc {:.3}, contrastive acc {:.3}", e.val_loss, e.val_mtl_acc, e.val_contrastive_acc));
+                bar.suspend(|| eprintln!("step {s}: val loss {:.4}, masked-token acc {:.3}, contrastive acc {:.3}", e.val_loss, e.val_mtl_acc, e.val_contrastive_acc));
                 summary.eval = Some(e);
             }
             writeln!(metrics, "{line}").map_err(|e| Error::Other(e.to_string()))?;

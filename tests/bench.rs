@@ -1,0 +1,29 @@
+//! `vlp-engine bench` runs on any adapter, its memory report adds up to what was allocated, its
+//! analytic FLOPs match the sum counted over our dispatches, and --profile returns kernel rows.
+use std::time::Instant;
+use vlp_engine::gpu::Gpu;
+use vlp_engine::model::Config;
+use vlp_engine::train::bench::{bench, forward_flops, BenchArgs};
+
+#[test]
+fn bench_reports_consistent_flops_and_memory() {
+    let gpu = Gpu::default_device().unwrap();
+    let a = BenchArgs { config: "tiny".into(), batch: 2, text: 12, regions: 3, train: true, steps: 1, warmup: 1, profile: true };
+    let r = bench(&gpu, &a, Instant::now()).unwrap();
+    assert!(r.ms_per_step > 0.0 && r.seq_per_s > 0.0);
+    // the dispatch sum also counts elementwise work and skips the region projection's dx: within 5 %
+    let rel = (r.counted_flops_per_step - r.model_flops_per_step).abs() / r.model_flops_per_step;
+    assert!(rel < 0.05, "model {} vs counted {}", r.model_flops_per_step, r.counted_flops_per_step);
+    let parts = r.bytes_params + r.bytes_grads + r.bytes_optimizer + r.bytes_activations + r.bytes_other;
+    assert_eq!(parts, r.bytes_allocated);
+    assert_eq!(r.bytes_grads, r.bytes_params);
+    assert_eq!(r.bytes_optimizer, 2 * r.bytes_params);
+    assert!(r.bytes_other < r.bytes_allocated / 10, "unaccounted {} of {}", r.bytes_other, r.bytes_allocated);
+    if gpu.has(wgpu::Features::TIMESTAMP_QUERY) {
+        assert!(r.profile.iter().any(|p| p.0 == "matmul::matmul"), "{:?}", r.profile);
+    }
+    // the FLOP formula itself: BERT-base, 120 tokens, ~ 2 * 85M params * 120 tokens + attention
+    let c = Config::preset("base").unwrap();
+    let f = forward_flops(&c, 70, 50, 0.0);
+    assert!((2.0e10..2.6e10).contains(&f), "{f}");
+}
