@@ -2,6 +2,7 @@
 // Entry points (x, y read; z written; acc = 0 overwrites, 1 accumulates into z):
 //   gelu_fwd:  z = gelu(x)                         gelu_bwd: z = acc*z + y * gelu'(x)   (y = dy)
 //   tanh_fwd:  z = tanh(x)                         tanh_bwd: z = acc*z + y * (1 - x^2)  (x = tanh output)
+//   relu_fwd:  z = max(x, 0)                      relu_bwd: z = acc*z + y * (x > 0)    (x = relu input)
 //   axpby:     z = alpha*x + beta*y   (residual add: alpha = beta = 1)
 //   acc_into:  z = beta*z + alpha*x   (gradient accumulation, x and z distinct buffers)
 //   dropout:   z = acc*z + x * keep(seed, stream, i) * keep_scale + beta*y. beta = 1 fuses BERT's
@@ -57,6 +58,20 @@ fn tanh_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (i >= p.n) { return; }
     let t = x[p.x_off + i];
     put(i, y[p.y_off + i] * (1.0 - t * t));
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn relu_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = gid(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    put(i, max(x[p.x_off + i], 0.0));
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn relu_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = gid(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    put(i, select(0.0, y[p.y_off + i], x[p.x_off + i] > 0.0));
 }
 
 @compute @workgroup_size(256, 1, 1)

@@ -4,6 +4,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod embed;
+pub mod heads;
 pub mod oscar;
 pub mod params;
 pub mod plan;

@@ -58,6 +58,16 @@ pub fn tanh_backward(gpu: &Gpu, y: &Tensor, dy: &Tensor, dx: &Tensor, accumulate
     launch(gpu, "tanh_bwd", y.numel(), y, Some(dy), dx, None, Params { acc: acc(accumulate), ..Default::default() })
 }
 
+/// z = relu(x)
+pub fn relu(gpu: &Gpu, x: &Tensor, z: &Tensor) -> Result<Dispatch> {
+    launch(gpu, "relu_fwd", x.numel(), x, None, z, None, Params::default())
+}
+
+/// dx (+)= dy * (x > 0), x the ReLU input.
+pub fn relu_backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor, accumulate: bool) -> Result<Dispatch> {
+    launch(gpu, "relu_bwd", x.numel(), x, Some(dy), dx, None, Params { acc: acc(accumulate), ..Default::default() })
+}
+
 /// z = alpha x + beta y. The residual add is alpha = beta = 1; its backward passes dz to both
 /// inputs unchanged (so it needs no kernel of its own: the gradient buffer is shared or accumulated).
 pub fn axpby(gpu: &Gpu, alpha: f32, x: &Tensor, beta: f32, y: &Tensor, z: &Tensor) -> Result<Dispatch> {
@@ -81,6 +91,12 @@ pub mod cpu {
     pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
         x.iter().zip(dy).map(|(&v, &g)| g * crate::ops::gelu_grad_cpu(v)).collect()
     }
+    pub fn relu(x: &[f32]) -> Vec<f32> {
+        x.iter().map(|v| v.max(0.0)).collect()
+    }
+    pub fn relu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
+        x.iter().zip(dy).map(|(&v, &g)| if v > 0.0 { g } else { 0.0 }).collect()
+    }
     pub fn tanh(x: &[f32]) -> Vec<f32> {
         x.iter().map(|v| v.tanh()).collect()
     }
@@ -101,6 +117,9 @@ mod tests {
         let w = r.vec(40, 1.0);
         let n = numeric_grad(&x, 1e-3, |xv| dot(&cpu::gelu(xv), &w));
         assert_close("gelu' fd", &cpu::gelu_backward(&x, &w), &n, 2e-3, 2e-3);
+        // x in [-4, 4] stays > 1e-3 away from relu's kink except with negligible probability
+        let n = numeric_grad(&x, 1e-4, |xv| dot(&cpu::relu(xv), &w));
+        assert_close("relu' fd", &cpu::relu_backward(&x, &w), &n, 2e-3, 2e-3);
         let n = numeric_grad(&x, 1e-3, |xv| dot(&cpu::tanh(xv), &w));
         assert_close("tanh' fd", &cpu::tanh_backward(&cpu::tanh(&x), &w), &n, 2e-3, 2e-3);
     }
@@ -130,6 +149,10 @@ mod tests {
             let tt = g.upload_f32("t", &[n], &t).unwrap();
             g.run([&tanh_backward(g, &tt, &dyt, &z, false).unwrap()]).unwrap();
             assert_close("tanh_bwd", &g.read_f32(&z).unwrap(), &cpu::tanh_backward(&t, &dy), 1e-6, 1e-5);
+            g.run([&relu(g, &xt, &z).unwrap()]).unwrap();
+            assert_close("relu", &g.read_f32(&z).unwrap(), &cpu::relu(&x), 0.0, 0.0);
+            g.run([&relu_backward(g, &xt, &dyt, &z, false).unwrap()]).unwrap();
+            assert_close("relu_bwd", &g.read_f32(&z).unwrap(), &cpu::relu_backward(&x, &dy), 0.0, 0.0);
             g.run([&axpby(g, 2.0, &xt, -1.0, &dyt, &z).unwrap()]).unwrap();
             let want: Vec<f32> = x.iter().zip(&dy).map(|(a, b)| 2.0 * a - b).collect();
             assert_close("axpby", &g.read_f32(&z).unwrap(), &want, 1e-6, 1e-6);
