@@ -24,31 +24,9 @@ struct Params {
 @group(0) @binding(5) var<storage, read> seed: array<u32>;
 
 const WG: u32 = 64u;
-var<workgroup> red: array<f32, 64>;
 
-fn reduce_max(v: f32, t: u32) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var o = WG / 2u; o > 0u; o = o >> 1u) {
-        if (t < o) { red[t] = max(red[t], red[t + o]); }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn reduce_sum(v: f32, t: u32) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var o = WG / 2u; o > 0u; o = o >> 1u) {
-        if (t < o) { red[t] = red[t] + red[t + o]; }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+fn reduce_max(v: f32, t: u32) -> f32 { return wg_reduce(v, t, WG, true); }
+fn reduce_sum(v: f32, t: u32) -> f32 { return wg_reduce(v, t, WG, false); }
 
 fn mask_bias(r: u32, j: u32) -> f32 {
     if (p.mask_mode == 0u) { return 0.0; }

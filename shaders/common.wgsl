@@ -56,3 +56,21 @@ fn tanh_f32(x: f32) -> f32 {
     let t = (1.0 - e) / (1.0 + e);
     return select(-t, t, x >= 0.0);
 }
+
+// Workgroup tree reduction (sum or max) over the first n lanes, n a power of two <= 256; every
+// lane gets the result. Shared by the row kernels (softmax, attention, layernorm, losses, norms).
+var<workgroup> wg_red: array<f32, 256>;
+
+fn wg_reduce(v: f32, t: u32, n: u32, is_max: bool) -> f32 {
+    wg_red[t] = v;
+    workgroupBarrier();
+    for (var o = n / 2u; o > 0u; o = o >> 1u) {
+        if (t < o) {
+            wg_red[t] = select(wg_red[t] + wg_red[t + o], max(wg_red[t], wg_red[t + o]), is_max);
+        }
+        workgroupBarrier();
+    }
+    let r = wg_red[0];
+    workgroupBarrier();
+    return r;
+}

@@ -21,19 +21,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;
 
 const WG: u32 = 256u;
-var<workgroup> red: array<f32, 256>;
-
-fn reduce(v: f32, t: u32, is_max: bool) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var o = WG / 2u; o > 0u; o = o >> 1u) {
-        if (t < o) { red[t] = select(red[t] + red[t + o], max(red[t], red[t + o]), is_max); }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+fn reduce(v: f32, t: u32, is_max: bool) -> f32 { return wg_reduce(v, t, WG, is_max); }
 
 fn label_of(r: u32) -> i32 {
     let l = labels[p.l_off + r];

@@ -25,19 +25,7 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> dbeta: array<f32>; // bwd_params only
 
 const WG: u32 = 256u;
-var<workgroup> red: array<f32, 256>;
-
-fn reduce_sum(v: f32, t: u32) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var o = WG / 2u; o > 0u; o = o >> 1u) {
-        if (t < o) { red[t] = red[t] + red[t + o]; }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+fn reduce_sum(v: f32, t: u32) -> f32 { return wg_reduce(v, t, WG, false); }
 
 @compute @workgroup_size(256, 1, 1)
 fn ln_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -91,6 +79,7 @@ fn ln_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
 }
 
+var<workgroup> red: array<f32, 256>;
 var<workgroup> red2: array<f32, 256>;
 
 @compute @workgroup_size(64, 4, 1)

@@ -23,21 +23,14 @@ struct Params {
 @group(0) @binding(5) var<storage, read> state: array<f32>;    // [lr, step_size]
 @group(0) @binding(6) var<storage, read_write> clip: array<f32>; // [norm, coef]
 
-var<workgroup> red: array<f32, 256>;
-
 @compute @workgroup_size(256, 1, 1)
 fn norm_finalize(@builtin(local_invocation_id) lid: vec3<u32>) {
     let t = lid.x;
     var s = 0.0;
     for (var i = t; i < p.nparts; i += 256u) { s += grad[i]; }
-    red[t] = s;
-    workgroupBarrier();
-    for (var o = 128u; o > 0u; o = o >> 1u) {
-        if (t < o) { red[t] = red[t] + red[t + o]; }
-        workgroupBarrier();
-    }
+    let total = wg_reduce(s, t, 256u, false);
     if (t == 0u) {
-        let norm = sqrt(red[0]);
+        let norm = sqrt(total);
         var coef = 1.0;
         if (p.max_norm > 0.0) {
             let c = p.max_norm / (norm + 1e-6);

@@ -18,17 +18,7 @@ struct Params {
 
 var<workgroup> red: array<f32, 256>;
 
-fn reduce256(v: f32, t: u32) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var o = 128u; o > 0u; o = o >> 1u) {
-        if (t < o) { red[t] = red[t] + red[t + o]; }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+fn reduce256(v: f32, t: u32) -> f32 { return wg_reduce(v, t, 256u, false); }
 
 @compute @workgroup_size(64, 4, 1)
 fn colsum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {

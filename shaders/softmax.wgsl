@@ -15,21 +15,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>; // y (fwd) or dx (bwd)
 
 const WG: u32 = 256u;
-var<workgroup> red: array<f32, 256>;
-
-fn reduce(v: f32, t: u32, is_max: bool) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var o = WG / 2u; o > 0u; o = o >> 1u) {
-        if (t < o) {
-            red[t] = select(red[t] + red[t + o], max(red[t], red[t + o]), is_max);
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+fn reduce(v: f32, t: u32, is_max: bool) -> f32 { return wg_reduce(v, t, WG, is_max); }
 
 @compute @workgroup_size(256, 1, 1)
 fn softmax_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
