@@ -29,6 +29,25 @@ enum Cmd {
     Synth(SynthArgs),
     /// Time steady-state Oscar steps (forward, losses, backward, AdamW) on random inputs.
     Bench(BenchCli),
+    /// Import Oscar's released TSV features, label TSVs and captions into a store directory.
+    Convert(ConvertArgs),
+}
+
+#[derive(clap::Args)]
+struct ConvertArgs {
+    /// Feature TSV (`key \t {num_boxes, features}` or `key \t N \t base64`).
+    #[arg(long)]
+    features: PathBuf,
+    /// Label / prediction TSV with detector classes (the tags).
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Captions: JSON list or JSON lines of {image_id, caption}.
+    #[arg(long)]
+    captions: PathBuf,
+    #[arg(long, default_value = "train")]
+    split: String,
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -165,6 +184,11 @@ fn main() -> Result<()> {
         Cmd::Train(a) => train(&opts, a),
         Cmd::Synth(a) => synth(a),
         Cmd::Bench(a) => bench(&opts, a),
+        Cmd::Convert(a) => {
+            let n = vlp_engine::data::convert::convert(&a.features, a.labels.as_deref(), &a.captions, &a.split, &a.out)?;
+            println!("{}: {n} images (split {})", a.out.display(), a.split);
+            Ok(())
+        }
     }
 }
 

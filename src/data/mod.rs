@@ -1,4 +1,5 @@
 //! Data: tokenizer and Oscar input layout (the synthetic world, stores and batch builders follow).
+pub mod convert;
 pub mod pretrain;
 pub mod store;
 pub mod synth;
