@@ -31,11 +31,12 @@ impl<'a> Recorder<'a> {
     pub fn run<'d>(&mut self, list: impl IntoIterator<Item = &'d Dispatch>) {
         if let Some(p) = self.prof.as_deref_mut().filter(|p| p.query.is_some()) {
             for d in list {
-                let Some(i) = p.next_slot(d) else { break };
+                // past the profiler's capacity, dispatches still run, just untimed
+                let slot = p.next_slot(d);
                 let q = p.query.as_ref().unwrap();
                 let mut pass = self.enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: None,
-                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    timestamp_writes: slot.map(|i| wgpu::ComputePassTimestampWrites {
                         query_set: q,
                         beginning_of_pass_write_index: Some(2 * i),
                         end_of_pass_write_index: Some(2 * i + 1),

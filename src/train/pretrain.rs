@@ -6,7 +6,7 @@ use super::optim::Optimizer;
 use super::{plot, schedule, state};
 use crate::data::pretrain::{Contrast, PretrainData, Sampler};
 use crate::data::{store, synth, Tok};
-use crate::gpu::{DType, Gpu, Recorder};
+use crate::gpu::{DType, Gpu, Readback, Recorder};
 use crate::model::{checkpoint, plan, Config, Layout, ParamSet};
 use crate::ops::elementwise::{acc_into, fill};
 use crate::ops::optim::AdamWConfig;
@@ -139,6 +139,8 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
     let loss_acc = gpu.zeros("loss_acc", &[8], DType::F32)?;
     let start_loss = fill(gpu, &loss_acc, 0.0)?;
     let add_loss = acc_into(gpu, 1.0 / a.grad_accum as f32, &step.acts.losses, 1.0, &loss_acc)?;
+    // reused every logged step: the steady-state step allocates nothing
+    let (mut rb_loss, mut rb_clip) = (Readback::new(gpu, 32)?, Readback::new(gpu, 8)?);
 
     let ckpt = a.out.join("checkpoint.safetensors");
     let mut start = 0;
@@ -185,14 +187,22 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
         }
         let lr = schedule::lr_at(s, a.steps, a.warmup, a.lr);
         opt.adamw.set_step(gpu, lr, s as u32)?;
-        gpu.run(&opt.adamw.dispatches)?;
         seqs_since += a.batch_size * a.grad_accum;
-
         let do_eval = a.eval_every > 0 && (s % a.eval_every == 0 || s == a.steps) && eval.is_some();
         let do_save = s == a.steps || (a.save_every > 0 && s % a.save_every == 0);
-        if s % a.log_every.max(1) == 0 || s == start + 1 || do_eval || do_save {
-            let l = gpu.read_f32(&loss_acc)?;
-            let norm = gpu.read_f32(&opt.adamw.clip)?[0];
+        let do_log = s % a.log_every.max(1) == 0 || s == start + 1 || do_eval || do_save;
+        let mut rec = Recorder::new(gpu);
+        rec.run(&opt.adamw.dispatches);
+        if do_log {
+            rec.readback(&mut rb_loss, &loss_acc);
+            rec.readback(&mut rb_clip, &opt.adamw.clip);
+        }
+        rec.submit();
+        if do_log {
+            rb_loss.start();
+            rb_clip.start();
+            let l: Vec<f32> = bytemuck::pod_collect_to_vec(&rb_loss.wait(gpu)?);
+            let norm = bytemuck::pod_collect_to_vec::<u8, f32>(&rb_clip.wait(gpu)?)[0];
             let (mtl, con) = (l[2], l[6]);
             let loss = mtl + con;
             if !loss.is_finite() || !norm.is_finite() {
