@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use vlp_engine::gpu::{DType, Dispatch, Gpu, Recorder, Tensor};
 use vlp_engine::ops::attention::{Attention, MaskKind, Seq};
 use vlp_engine::ops::cross_entropy::CrossEntropy;
-use vlp_engine::ops::matmul::{matmul, Layout, MatmulDesc};
+use vlp_engine::ops::matmul::{matmul, Layout, MatmulDesc, Tile};
 use vlp_engine::ops::{layernorm, softmax};
 
 const TOKENS: usize = 120;
@@ -72,12 +72,16 @@ fn matmuls(c: &mut Criterion) {
     }
     for (label, m, n, k, nt) in shapes {
         let (a, b, cc) = (filled(g, m * k), filled(g, k * n), g.zeros("c", &[m * n], DType::F32).unwrap());
-        let mut d = MatmulDesc::new(m, n, k);
-        if nt {
-            d.b = Layout::rm(n, k).t();
+        // each kernel variant side by side, so a regression in either shows
+        for (tile, tname) in [(Tile::T64, "tile64"), (Tile::T128, "tile128")] {
+            let mut d = MatmulDesc::new(m, n, k);
+            d.tile = tile;
+            if nt {
+                d.b = Layout::rm(n, k).t();
+            }
+            let disp = matmul(g, &d, &a, &b, &cc, None, None).unwrap();
+            bench_list(c, g, "matmul_fp32 (elem = FLOP)", format!("{tname} {label} {m}x{n}x{k}"), Throughput::Elements(d.flops() as u64), vec![disp]);
         }
-        let disp = matmul(g, &d, &a, &b, &cc, None, None).unwrap();
-        bench_list(c, g, "matmul_fp32 (elem = FLOP)", format!("{label} {m}x{n}x{k}"), Throughput::Elements(d.flops() as u64), vec![disp]);
     }
 }
 

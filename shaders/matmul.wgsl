@@ -100,3 +100,82 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         }
     }
 }
+
+// matmul128 — the same contract as `matmul`, register-tiled for large problems: a workgroup of
+// 16x16 threads computes a 128x128 tile of C; each thread owns 8x8 outputs, rows ty*4 + {0..3} and
+// 64 + ty*4 + {0..3}, columns likewise, held as 16 vec4 accumulators (no dynamically indexed
+// registers). K goes in steps of 8 through workgroup memory, k-major so each thread reads its 8 A
+// values and 8 B values as four vec4s. 8 + 8 shared loads feed 64 FMAs (the 64x64 kernel: 8 for 16).
+// grid = (ceil(N/128), ceil(M/128), batch1*batch2). Chosen by the launcher when M and N >= 96.
+const T2: u32 = 128u;
+const TK2: u32 = 8u;
+var<workgroup> sa2: array<vec4<f32>, 256>; // [TK2][T2 / 4]
+var<workgroup> sb2: array<vec4<f32>, 256>;
+
+fn load_a(abase: u32, row: u32, k: u32) -> f32 {
+    if (row < p.m && k < p.k) { return a[abase + row * p.a_rs + k * p.a_cs]; }
+    return 0.0;
+}
+
+fn load_b(bbase: u32, k: u32, col: u32) -> f32 {
+    if (col < p.n && k < p.k) { return b[bbase + k * p.b_rs + col * p.b_cs]; }
+    return 0.0;
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn matmul128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let b1 = wid.z / p.batch2;
+    let b2 = wid.z % p.batch2;
+    let abase = p.a_off + b1 * p.a_bs1 + b2 * p.a_bs2;
+    let bbase = p.b_off + b1 * p.b_bs1 + b2 * p.b_bs2;
+    let cbase = b1 * p.c_bs1 + b2 * p.c_bs2;
+    let m0 = wid.y * T2;
+    let n0 = wid.x * T2;
+    let tid = lid.y * 16u + lid.x;
+    var acc: array<vec4<f32>, 16>;
+    for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+    // loader mapping: thread -> (k = tid % 8, group of 4 rows/cols = tid / 8), 32 groups x 8 k
+    let lk = tid % TK2;
+    let lg = tid / TK2;
+    for (var k0 = 0u; k0 < p.k; k0 += TK2) {
+        let k = k0 + lk;
+        let r = m0 + lg * 4u;
+        sa2[lk * 32u + lg] = vec4<f32>(load_a(abase, r, k), load_a(abase, r + 1u, k), load_a(abase, r + 2u, k), load_a(abase, r + 3u, k));
+        let c = n0 + lg * 4u;
+        sb2[lk * 32u + lg] = vec4<f32>(load_b(bbase, k, c), load_b(bbase, k, c + 1u), load_b(bbase, k, c + 2u), load_b(bbase, k, c + 3u));
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK2; kk++) {
+            let a0 = sa2[kk * 32u + lid.y];
+            let a1 = sa2[kk * 32u + 16u + lid.y];
+            let bv0 = sb2[kk * 32u + lid.x];
+            let bv1 = sb2[kk * 32u + 16u + lid.x];
+            acc[0] += a0.x * bv0; acc[1] += a0.x * bv1;
+            acc[2] += a0.y * bv0; acc[3] += a0.y * bv1;
+            acc[4] += a0.z * bv0; acc[5] += a0.z * bv1;
+            acc[6] += a0.w * bv0; acc[7] += a0.w * bv1;
+            acc[8] += a1.x * bv0; acc[9] += a1.x * bv1;
+            acc[10] += a1.y * bv0; acc[11] += a1.y * bv1;
+            acc[12] += a1.z * bv0; acc[13] += a1.z * bv1;
+            acc[14] += a1.w * bv0; acc[15] += a1.w * bv1;
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 8u; i++) {
+        let row = m0 + select(lid.y * 4u + i, 64u + lid.y * 4u + (i - 4u), i >= 4u);
+        if (row >= p.m) { continue; }
+        for (var h = 0u; h < 2u; h++) {
+            let v4 = acc[i * 2u + h];
+            for (var j = 0u; j < 4u; j++) {
+                let col = n0 + h * 64u + lid.x * 4u + j;
+                if (col >= p.n) { continue; }
+                let ci = cbase + row * p.c_rs + col;
+                var v = p.alpha * v4[j];
+                if (HAS_BIAS) { v += bias[p.bias_off + col]; }
+                if (STORE_PRE) { pre[p.pre_off + ci] = v; }
+                if (ACT == 1u) { v = gelu_f32(v); } else if (ACT == 2u) { v = tanh_f32(v); }
+                if (p.beta != 0.0) { v += p.beta * c[p.c_off + ci]; }
+                c[p.c_off + ci] = v;
+            }
+        }
+    }
+}

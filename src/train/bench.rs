@@ -126,7 +126,7 @@ pub fn bench(gpu: &Gpu, a: &BenchArgs, launched: Instant) -> Result<BenchResult>
     let fwd = forward_flops(&cfg, a.text, a.regions, masked_per_seq as f64) * a.batch as f64;
     let model_flops = if a.train { 3.0 * fwd } else { fwd };
     // matmul dispatches only, like the analytic formula (elementwise and optimizer work excluded)
-    let counted: f64 = list.iter().filter(|d| d.name() == "matmul::matmul").map(|d| d.flops).sum();
+    let counted: f64 = list.iter().filter(|d| d.name().starts_with("matmul::")).map(|d| d.flops).sum();
     let mut profile = Vec::new();
     if a.profile {
         let mut prof = Profiler::new(gpu, list.len() as u32 + 8)?;
