@@ -7,6 +7,7 @@
 //! lavapipe). Tokens per sequence = 70 text + 50 regions = 120.
 //!   cargo bench --bench kernels                 # all
 //!   cargo bench --bench kernels -- matmul       # one group
+//!   VLP_BENCH_LARGE=1 cargo bench --bench kernels -- 4096   # 4096^3 on a CPU adapter too
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::{Duration, Instant};
 use vlp_engine::gpu::{DType, Dispatch, Gpu, Recorder, Tensor};
@@ -67,7 +68,8 @@ fn matmuls(c: &mut Criterion) {
         ("ffn-down", rows, 768, 3072, true),
         ("square", 1024, 1024, 1024, false),
     ];
-    if !cx.cpu_adapter {
+    // 4096^3 takes 16-40 s per multiply on lavapipe: on CPU adapters only with VLP_BENCH_LARGE=1
+    if !cx.cpu_adapter || std::env::var("VLP_BENCH_LARGE").is_ok() {
         shapes.push(("square", 4096, 4096, 4096, false));
     }
     for (label, m, n, k, nt) in shapes {
