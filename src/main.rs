@@ -211,7 +211,7 @@ fn bench(opts: &GpuOptions, c: BenchCli) -> Result<()> {
 
 fn synth(a: SynthArgs) -> Result<()> {
     use vlp_engine::data::{store, synth, Tok};
-    let w = synth::generate(a.images, a.seed, a.feature_dim);
+    let w = synth::generate(a.images, a.seed, a.feature_dim)?;
     let tok = Tok::train(&w.corpus(), 1000)?;
     store::write_world(&a.out, &w, &tok)?;
     println!(

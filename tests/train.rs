@@ -8,7 +8,7 @@ use vlp_engine::train::{train, TrainArgs};
 
 fn world(dir: &Path, images: usize) {
     if !dir.join("captions.jsonl").exists() {
-        let w = synth::generate(images, 3, 38);
+        let w = synth::generate(images, 3, 38).unwrap();
         let tok = Tok::train(&w.corpus(), 300).unwrap();
         store::write_world(dir, &w, &tok).unwrap();
     }

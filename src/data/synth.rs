@@ -134,8 +134,13 @@ fn caption(r: &mut Rng, objs: &[Object]) -> String {
 }
 
 /// Generates `n` images with features of width `feature_dim` (the last 6 are the box numbers).
-pub fn generate(n: usize, seed: u64, feature_dim: usize) -> World {
-    assert!(feature_dim > 6, "feature_dim must leave room for the 6 box numbers");
+pub fn generate(n: usize, seed: u64, feature_dim: usize) -> crate::Result<World> {
+    if feature_dim <= 6 {
+        return Err(crate::Error::Other(format!("synthetic world: feature dim {feature_dim} leaves no room before the 6 box numbers (need > 6)")));
+    }
+    if n < 2 {
+        return Err(crate::Error::Other(format!("synthetic world: {n} images; at least 2 are needed (pollution draws another image)")));
+    }
     let d = feature_dim - 6;
     let mut pr = Rng::new(seed ^ 0xfeed);
     let (cp, colp, sp, mp) = (prototypes(&mut pr, CLASSES.len(), d, 1.0), prototypes(&mut pr, COLORS.len(), d, 0.5), prototypes(&mut pr, SIZES.len(), d, 0.3), prototypes(&mut pr, MATERIALS.len(), d, 0.3));
@@ -198,7 +203,7 @@ pub fn generate(n: usize, seed: u64, feature_dim: usize) -> World {
         let (st, label) = if r.uniform() < 0.5 { (format!("the left image has more {c}s than the right image."), a > b) } else { (format!("both images contain a {c}."), a > 0 && b > 0) };
         statements.push(Statement { left: images[i].id.clone(), right: images[j].id.clone(), statement: st, label });
     }
-    World { images, features, captions, questions, statements, feature_dim }
+    Ok(World { images, features, captions, questions, statements, feature_dim })
 }
 
 impl World {
@@ -219,11 +224,12 @@ mod tests {
 
     #[test]
     fn deterministic_from_the_seed_and_well_formed() {
-        let (a, b) = (generate(30, 7, 38), generate(30, 7, 38));
+        let (a, b) = (generate(30, 7, 38).unwrap(), generate(30, 7, 38).unwrap());
         assert_eq!(a.images, b.images);
         assert_eq!(a.features, b.features);
         assert_eq!(a.captions, b.captions);
-        assert_ne!(generate(30, 8, 38).images, a.images);
+        assert_ne!(generate(30, 8, 38).unwrap().images, a.images);
+        assert!(generate(30, 8, 6).is_err());
         assert_eq!(a.captions.len(), 150);
         for (img, f) in a.images.iter().zip(&a.features) {
             assert_eq!(f.len(), img.objects.len() * 38);

@@ -89,7 +89,7 @@ fn prepare_data(a: &TrainArgs, feature_dim: usize) -> Result<PathBuf> {
     let dir = a.out.join("data");
     if !dir.join("captions.jsonl").exists() {
         eprintln!("generating the synthetic world: {} images, feature dim {feature_dim} -> {}", a.synth_images, dir.display());
-        let w = synth::generate(a.synth_images, a.seed, feature_dim);
+        let w = synth::generate(a.synth_images, a.seed, feature_dim)?;
         let tok = Tok::train(&w.corpus(), 1000)?;
         store::write_world(&dir, &w, &tok)?;
     }
@@ -99,6 +99,9 @@ fn prepare_data(a: &TrainArgs, feature_dim: usize) -> Result<PathBuf> {
 pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
     if a.steps == 0 || a.batch_size == 0 || a.grad_accum == 0 {
         return Err(Error::Other("--steps, --batch-size and --grad-accum must be positive".into()));
+    }
+    if a.text_len < 4 {
+        return Err(Error::Other(format!("--text-len {} leaves no room to mask: [CLS] caption [SEP] tags [SEP] needs at least 4", a.text_len)));
     }
     let preset = Config::preset(&a.config).is_some();
     let mut cfg = Config::load(&a.config)?;
