@@ -211,11 +211,6 @@ impl Dispatch {
         self
     }
 
-    /// Rewrites the parameter block (e.g. a new step's seed); no allocation.
-    pub fn set_params<P: bytemuck::Pod>(&self, gpu: &Gpu, params: &P) {
-        gpu.queue.write_buffer(&self.params, 0, bytemuck::bytes_of(params));
-    }
-
     pub fn name(&self) -> &str {
         &self.kernel.name
     }
