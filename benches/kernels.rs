@@ -10,7 +10,7 @@
 //!   VLP_BENCH_LARGE=1 cargo bench --bench kernels -- 4096   # 4096^3 on a CPU adapter too
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::{Duration, Instant};
-use vlp_engine::gpu::{DType, Dispatch, Gpu, Recorder, Tensor};
+use vlp_engine::gpu::{DType, Dispatch, Gpu, GpuOptions, Recorder, Tensor};
 use vlp_engine::ops::attention::{Attention, MaskKind, Seq};
 use vlp_engine::ops::cross_entropy::CrossEntropy;
 use vlp_engine::ops::matmul::{matmul, Layout, MatmulDesc, Tile};
@@ -72,17 +72,20 @@ fn matmuls(c: &mut Criterion) {
     if !cx.cpu_adapter || std::env::var("VLP_BENCH_LARGE").is_ok() {
         shapes.push(("square", 4096, 4096, 4096, false));
     }
+    // The same kernel with wgpu's runtime bounds checks kept (what debug builds and
+    // VLP_SHADER_CHECKS=1 run), next to the trusted module a release build uses.
+    let checked = Gpu::new(&GpuOptions { shader_checks: true, ..GpuOptions::default() }).unwrap();
     for (label, m, n, k, nt) in shapes {
-        let (a, b, cc) = (filled(g, m * k), filled(g, k * n), g.zeros("c", &[m * n], DType::F32).unwrap());
         // each kernel variant side by side, so a regression in either shows
-        for (tile, tname) in [(Tile::T64, "tile64"), (Tile::T128, "tile128")] {
+        for (tile, tname, dev) in [(Tile::T64, "tile64", g), (Tile::T128, "tile128", g), (Tile::T128, "tile128-checked", &checked)] {
+            let (a, b, cc) = (filled(dev, m * k), filled(dev, k * n), dev.zeros("c", &[m * n], DType::F32).unwrap());
             let mut d = MatmulDesc::new(m, n, k);
             d.tile = tile;
             if nt {
                 d.b = Layout::rm(n, k).t();
             }
-            let disp = matmul(g, &d, &a, &b, &cc, None, None).unwrap();
-            bench_list(c, g, "matmul_fp32 (elem = FLOP)", format!("{tname} {label} {m}x{n}x{k}"), Throughput::Elements(d.flops() as u64), vec![disp]);
+            let disp = matmul(dev, &d, &a, &b, &cc, None, None).unwrap();
+            bench_list(c, dev, "matmul_fp32 (elem = FLOP)", format!("{tname} {label} {m}x{n}x{k}"), Throughput::Elements(d.flops() as u64), vec![disp]);
         }
     }
 }

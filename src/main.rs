@@ -177,7 +177,7 @@ struct EmbedArgs {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let backend: Backend = cli.backend.parse()?;
-    let opts = GpuOptions { backend, adapter: cli.adapter.clone() };
+    let opts = GpuOptions { backend, adapter: cli.adapter.clone(), ..GpuOptions::default() };
     match cli.cmd {
         Cmd::Info => info(&opts),
         Cmd::Embed(a) => embed(&opts, a),

@@ -48,13 +48,22 @@ pub struct GpuOptions {
     pub backend: Backend,
     /// Adapter index (as listed by `vlp-engine info`) or a case-insensitive name substring.
     pub adapter: Option<String>,
+    /// Keep wgpu's runtime bounds checks in shader modules. Off in release builds (every kernel
+    /// guards its own indices and the tests run checked, in debug); `VLP_SHADER_CHECKS=1` or `=0`
+    /// overrides.
+    pub shader_checks: bool,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
         let backend = std::env::var("VLP_BACKEND").ok().and_then(|s| s.parse().ok()).unwrap_or(Backend::Any);
         let adapter = std::env::var("VLP_ADAPTER").ok().filter(|s| !s.is_empty());
-        GpuOptions { backend, adapter }
+        let shader_checks = match std::env::var("VLP_SHADER_CHECKS").ok().as_deref() {
+            Some("1") | Some("true") => true,
+            Some("0") | Some("false") => false,
+            _ => cfg!(debug_assertions),
+        };
+        GpuOptions { backend, adapter, shader_checks }
     }
 }
 
@@ -73,6 +82,8 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// Whether shader modules keep wgpu's runtime bounds checks (see `GpuOptions::shader_checks`).
+    pub shader_checks: bool,
     pub(crate) pipelines: Mutex<HashMap<String, Arc<super::kernel::Kernel>>>,
     pub(crate) layouts: Mutex<HashMap<Vec<super::kernel::Access>, Arc<wgpu::BindGroupLayout>>>,
     /// Errors wgpu reports outside an error scope; surfaced by `Gpu::check`.
@@ -160,6 +171,7 @@ impl Gpu {
             queue,
             limits,
             features,
+            shader_checks: opts.shader_checks,
             pipelines: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
             uncaptured,

@@ -11,6 +11,13 @@ pub fn gpu() -> &'static Gpu {
     })
 }
 
+/// A second device whose shader modules are trusted (no wgpu runtime bounds checks), as release
+/// builds run them; tests run in debug, where `gpu()` keeps the checks.
+pub fn gpu_trusted() -> &'static Gpu {
+    static G: OnceLock<Gpu> = OnceLock::new();
+    G.get_or_init(|| Gpu::new(&crate::gpu::GpuOptions { shader_checks: false, ..Default::default() }).expect("tests need a GPU adapter"))
+}
+
 /// Small deterministic generator (SplitMix64) so tests need no extra crate.
 pub struct Rng(u64);
 impl Rng {
