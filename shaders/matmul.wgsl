@@ -6,12 +6,22 @@
 // rows ty + 16i, cols tx + 16j (strided so neighbours store neighbouring columns). K in steps of 16
 // through workgroup memory. grid = (ceil(N/64), ceil(M/64), batch1*batch2).
 // Overrides: HAS_BIAS adds bias[bias_off + n]; STORE_PRE writes the value before the activation to
-// `pre` (same layout as C, for the GELU backward); ACT 0 none, 1 GELU (erf), 2 tanh.
+// `pre` (same layout as C, for the GELU backward); ACT 0 none, 1 GELU (erf), 2 tanh. ROUND_F16
+// rounds A and B to f16 as they are staged: the f16 path's products (matmul_coop.wgsl) computed
+// in fp32, for adapters without cooperative matrices and as the oracle for that kernel.
 // The backward of a matmul is two more matmuls (dA = dC op(B)^T, dB = op(A)^T dC), see ops/matmul.rs.
 
 override HAS_BIAS: bool = false;
 override STORE_PRE: bool = false;
 override ACT: u32 = 0u;
+override ROUND_F16: bool = false;
+
+// x rounded to the nearest f16 (ties to even), kept as f32; beyond f16's range, +-inf as a real
+// f16 conversion gives (pack2x16float leaves that case indeterminate).
+fn round_f16(x: f32) -> f32 {
+    if (abs(x) >= 65520.0) { return bitcast<f32>(select(0x7f800000u, 0xff800000u, x < 0.0)); }
+    return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x;
+}
 
 struct Params {
     m: u32, n: u32, k: u32, batch2: u32,
@@ -57,6 +67,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             if (m0 + am < p.m && k0 + ak < p.k) {
                 av = a[abase + (m0 + am) * p.a_rs + (k0 + ak) * p.a_cs];
             }
+            if (ROUND_F16) { av = round_f16(av); }
             sa[ak * TILE + am] = av;
             // B tile: consecutive threads walk n.
             let bn = e % TILE;
@@ -65,6 +76,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             if (n0 + bn < p.n && k0 + bk < p.k) {
                 bv = b[bbase + (k0 + bk) * p.b_rs + (n0 + bn) * p.b_cs];
             }
+            if (ROUND_F16) { bv = round_f16(bv); }
             sb[bk * TILE + bn] = bv;
         }
         workgroupBarrier();
@@ -115,12 +127,20 @@ var<workgroup> sa2: array<vec4<f32>, 256>; // [TK2][T2 / 4]
 var<workgroup> sb2: array<vec4<f32>, 256>;
 
 fn load_a(abase: u32, row: u32, k: u32) -> f32 {
-    if (row < p.m && k < p.k) { return a[abase + row * p.a_rs + k * p.a_cs]; }
+    if (row < p.m && k < p.k) {
+        let v = a[abase + row * p.a_rs + k * p.a_cs];
+        if (ROUND_F16) { return round_f16(v); }
+        return v;
+    }
     return 0.0;
 }
 
 fn load_b(bbase: u32, k: u32, col: u32) -> f32 {
-    if (col < p.n && k < p.k) { return b[bbase + k * p.b_rs + col * p.b_cs]; }
+    if (col < p.n && k < p.k) {
+        let v = b[bbase + k * p.b_rs + col * p.b_cs];
+        if (ROUND_F16) { return round_f16(v); }
+        return v;
+    }
     return 0.0;
 }
 

@@ -52,6 +52,9 @@ pub struct GpuOptions {
     /// guards its own indices and the tests run checked, in debug); `VLP_SHADER_CHECKS=1` or `=0`
     /// overrides.
     pub shader_checks: bool,
+    /// Use cooperative matrices for f16 matmuls where the adapter has them (`VLP_COOP=0` turns
+    /// them off, e.g. to measure the fallback).
+    pub cooperative_matrix: bool,
 }
 
 impl Default for GpuOptions {
@@ -63,7 +66,8 @@ impl Default for GpuOptions {
             Some("0") | Some("false") => false,
             _ => cfg!(debug_assertions),
         };
-        GpuOptions { backend, adapter, shader_checks }
+        let cooperative_matrix = std::env::var("VLP_COOP").map_or(true, |v| v != "0");
+        GpuOptions { backend, adapter, shader_checks, cooperative_matrix }
     }
 }
 
@@ -84,6 +88,11 @@ pub struct Gpu {
     pub features: wgpu::Features,
     /// Whether shader modules keep wgpu's runtime bounds checks (see `GpuOptions::shader_checks`).
     pub shader_checks: bool,
+    /// The adapter multiplies 16x16x16 f16 cooperative matrices into f32 in subgroups of 32, the
+    /// shape shaders/matmul_coop.wgsl is written for (NVIDIA over Vulkan). `ops::matmul` still
+    /// checks that kernel against the fp32 one before first use (`coop_verified`).
+    pub coop16: bool,
+    pub(crate) coop_verified: std::sync::OnceLock<bool>,
     pub(crate) pipelines: Mutex<HashMap<String, Arc<super::kernel::Kernel>>>,
     pub(crate) layouts: Mutex<HashMap<Vec<super::kernel::Access>, Arc<wgpu::BindGroupLayout>>>,
     /// Errors wgpu reports outside an error scope; surfaced by `Gpu::check`.
@@ -145,17 +154,41 @@ fn pick_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
     }
 }
 
+/// 16x16x16, f16 inputs, f32 accumulator, in subgroups of exactly 32 lanes (the kernel assigns
+/// one 32x32 quadrant per subgroup of a 128-thread workgroup).
+fn coop16_supported(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo, features: wgpu::Features) -> bool {
+    use wgpu::CooperativeScalarType as T;
+    if !adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        || !features.contains(wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP)
+        || info.subgroup_min_size != 32
+        || info.subgroup_max_size != 32
+    {
+        return false;
+    }
+    adapter
+        .cooperative_matrix_properties()
+        .iter()
+        .any(|p| (p.m_size, p.n_size, p.k_size) == (16, 16, 16) && p.ab_type == T::F16 && p.cr_type == T::F32)
+}
+
 impl Gpu {
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
         let adapter = pick_adapter(opts)?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let features = adapter.features() & wanted_features();
+        let mut features = adapter.features() & wanted_features();
+        let coop16 = opts.cooperative_matrix && coop16_supported(&adapter, &info, features);
+        if coop16 {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("vlp-engine"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            // SAFETY: wgpu marks cooperative matrices experimental (its implementation may have
+            // bugs); we ask for them only where the adapter lists the exact shape we use, and the
+            // one kernel that uses them is verified against the fp32 kernel before it is trusted.
+            experimental_features: if coop16 { unsafe { wgpu::ExperimentalFeatures::enabled() } } else { wgpu::ExperimentalFeatures::disabled() },
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -172,6 +205,8 @@ impl Gpu {
             limits,
             features,
             shader_checks: opts.shader_checks,
+            coop16,
+            coop_verified: std::sync::OnceLock::new(),
             pipelines: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
             uncaptured,

@@ -14,8 +14,13 @@ pub const ALL: &[(&str, &str)] = &[
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
     ("rows", include_str!("../../shaders/rows.wgsl")),
+    // needs SHADER_F16 + EXPERIMENTAL_COOPERATIVE_MATRIX: compiled only where the adapter has them
+    ("matmul_coop", include_str!("../../shaders/matmul_coop.wgsl")),
 ];
 
+/// The file with `common.wgsl` prepended; its `enable` directives stay first, as WGSL requires.
 pub fn full_source(name: &str) -> Option<String> {
-    ALL.iter().find(|(n, _)| *n == name).map(|(_, s)| format!("{COMMON}\n{s}"))
+    let src = ALL.iter().find(|(n, _)| *n == name)?.1;
+    let (enables, body): (Vec<&str>, Vec<&str>) = src.lines().partition(|l| l.starts_with("enable "));
+    Some(format!("{}\n{COMMON}\n{}", enables.join("\n"), body.join("\n")))
 }

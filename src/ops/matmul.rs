@@ -16,6 +16,16 @@ pub enum Tile {
     T128,
 }
 
+/// What the products are computed in. `F16`: A and B rounded to f16, products accumulated in f32
+/// (PyTorch autocast's contract); on cooperative matrices where the adapter has them
+/// (shaders/matmul_coop.wgsl), else in the fp32 kernels with ROUND_F16. Storage stays f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Act {
     None,
@@ -69,6 +79,7 @@ pub struct MatmulDesc {
     pub alpha: f32,
     pub beta: f32,
     pub tile: Tile,
+    pub precision: Precision,
 }
 
 impl MatmulDesc {
@@ -88,6 +99,7 @@ impl MatmulDesc {
             alpha: 1.0,
             beta: 0.0,
             tile: Tile::Auto,
+            precision: Precision::F32,
         }
     }
     /// The kernel `matmul` will use.
@@ -118,6 +130,12 @@ const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::
 
 /// Prepares one matmul dispatch. Offsets in `d` are relative to each tensor's own offset.
 pub fn matmul(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor, bias: Option<&Tensor>, pre: Option<&Tensor>) -> Result<Dispatch> {
+    let coop = d.precision == Precision::F16 && super::matmul_coop::usable(gpu);
+    build(gpu, d, a, b, c, bias, pre, coop)
+}
+
+/// `matmul` with the kernel choice made: `coop` takes the cooperative-matrix kernel (F16 only).
+pub(crate) fn build(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor, bias: Option<&Tensor>, pre: Option<&Tensor>, coop: bool) -> Result<Dispatch> {
     const OP: &str = "matmul";
     ensure_shape!(OP, d.m > 0 && d.n > 0 && d.k > 0 && d.batch[0] > 0 && d.batch[1] > 0, "empty matmul {:?}", (d.m, d.n, d.k, d.batch));
     ensure_shape!(OP, d.c.cs == 1, "C must have unit column stride");
@@ -143,14 +161,18 @@ pub fn matmul(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor, bia
         pre_off: pre.map_or(0, |t| t.off() + u(d.pre_off.unwrap())),
         alpha: d.alpha, beta: d.beta, _p0: 0, _p1: 0,
     };
-    let (entry, tile) = match d.chosen_tile() {
-        Tile::T128 => ("matmul128", 128),
-        _ => ("matmul", 64),
+    let (shader, entry, tile) = match d.chosen_tile() {
+        _ if coop => ("matmul_coop", "matmul_coop", 64),
+        Tile::T128 => ("matmul", "matmul128", 128),
+        _ => ("matmul", "matmul", 64),
     };
-    let spec = KernelSpec::new("matmul", entry, BINDS)
+    let mut spec = KernelSpec::new(shader, entry, BINDS)
         .constant("HAS_BIAS", bias.is_some() as u32 as f64)
         .constant("STORE_PRE", pre.is_some() as u32 as f64)
         .constant("ACT", match d.act { Act::None => 0.0, Act::Gelu => 1.0, Act::Tanh => 2.0 });
+    if d.precision == Precision::F16 && !coop {
+        spec = spec.constant("ROUND_F16", 1.0);
+    }
     let groups = [u(d.n.div_ceil(tile)), u(d.m.div_ceil(tile)), u(d.batch[0] * d.batch[1])];
     let bias = bias.unwrap_or(gpu.dummy_read());
     let pre = pre.unwrap_or(gpu.dummy_write());
@@ -316,6 +338,38 @@ mod tests {
                 run_tile(g, &d, m * k, k * n, m * n, true, true, 40 + i as u64);
             }
         }
+    }
+
+    #[test]
+    fn f16_precision_rounds_operands_to_f16() {
+        // The f16 path must equal fp32 math on f16-rounded operands (the rounding is where it
+        // differs from fp32), so the reference rounds A and B and the exact fp32 result must be
+        // measurably farther away. On adapters with cooperative matrices this runs that kernel.
+        let g = gpu();
+        let (m, n, k) = (130, 70, 200);
+        let mut r = Rng::new(77);
+        let (av, bv) = (r.vec(m * k, 1.0), r.vec(k * n, 1.0));
+        let round = |v: &[f32]| v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect::<Vec<_>>();
+        for tile in [Tile::T64, Tile::T128] {
+            let d = MatmulDesc { b: Layout::rm(n, k).t(), tile, precision: Precision::F16, ..MatmulDesc::new(m, n, k) };
+            let (at, bt) = (g.upload_f32("a", &[m * k], &av).unwrap(), g.upload_f32("b", &[k * n], &bv).unwrap());
+            let ct = g.zeros("c", &[m * n], crate::gpu::DType::F32).unwrap();
+            g.run([&matmul(g, &d, &at, &bt, &ct, None, None).unwrap()]).unwrap();
+            let got = g.read_f32(&ct).unwrap();
+            let (mut rounded, mut exact) = (vec![0f32; m * n], vec![0f32; m * n]);
+            cpu::matmul(&d, &round(&av), &round(&bv), &mut rounded, None, None);
+            cpu::matmul(&d, &av, &bv, &mut exact, None, None);
+            assert_close("f16 matmul vs rounded operands", &got, &rounded, 1e-4 * (k as f32).sqrt(), 1e-4);
+            let worst = |w: &[f32]| got.iter().zip(w).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            let (to_rounded, to_exact) = (worst(&rounded), worst(&exact));
+            assert!(to_exact > 10.0 * to_rounded, "f16 result {to_exact} from exact fp32 but {to_rounded} from the rounded reference: operands were not rounded");
+        }
+        // beyond f16's range an operand becomes inf, as a real conversion gives
+        let d = MatmulDesc { precision: Precision::F16, ..MatmulDesc::new(1, 1, 1) };
+        let (at, bt) = (g.upload_f32("a", &[1], &[70000.0]).unwrap(), g.upload_f32("b", &[1], &[1.0]).unwrap());
+        let ct = g.zeros("c", &[1], crate::gpu::DType::F32).unwrap();
+        g.run([&matmul(g, &d, &at, &bt, &ct, None, None).unwrap()]).unwrap();
+        assert_eq!(g.read_f32(&ct).unwrap()[0], f32::INFINITY);
     }
 
     #[test]

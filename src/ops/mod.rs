@@ -9,6 +9,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod layernorm;
 pub mod matmul;
+pub mod matmul_coop;
 pub mod optim;
 pub mod reduce;
 pub mod rows;

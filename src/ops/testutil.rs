@@ -18,6 +18,12 @@ pub fn gpu_trusted() -> &'static Gpu {
     G.get_or_init(|| Gpu::new(&crate::gpu::GpuOptions { shader_checks: false, ..Default::default() }).expect("tests need a GPU adapter"))
 }
 
+/// Says on the terminal, past the test harness's output capture, that a test did not run.
+pub fn skipped_loudly(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {why}\n");
+}
+
 /// Small deterministic generator (SplitMix64) so tests need no extra crate.
 pub struct Rng(u64);
 impl Rng {
