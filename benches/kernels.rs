@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use vlp_engine::gpu::{DType, Dispatch, Gpu, GpuOptions, Recorder, Tensor};
 use vlp_engine::ops::attention::{Attention, MaskKind, Seq};
 use vlp_engine::ops::cross_entropy::CrossEntropy;
-use vlp_engine::ops::matmul::{matmul, Layout, MatmulDesc, Tile};
+use vlp_engine::ops::matmul::{matmul, Layout, MatmulDesc, Precision, Tile};
 use vlp_engine::ops::{layernorm, softmax};
 
 const TOKENS: usize = 120;
@@ -93,7 +93,7 @@ fn matmuls(c: &mut Criterion) {
 fn attention(c: &mut Criterion) {
     let cx = ctx();
     let g = &cx.gpu;
-    let a = Attention { batch: cx.batch, tq: TOKENS, tk: TOKENS, heads: 12, head_dim: 64, mask: MaskKind::Padding, p_drop: 0.1, stream: 1 };
+    let a = Attention { batch: cx.batch, tq: TOKENS, tk: TOKENS, heads: 12, head_dim: 64, mask: MaskKind::Padding, p_drop: 0.1, stream: 1, precision: Precision::F32 };
     let h = 768;
     let qkv = filled(g, cx.batch * TOKENS * 3 * h);
     let ctxt = g.zeros("ctx", &[cx.batch * TOKENS * h], DType::F32).unwrap();

@@ -3,6 +3,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use vlp_engine::gpu::{self, Backend, Gpu, GpuOptions};
+use vlp_engine::ops::matmul::Precision;
 
 #[derive(Parser)]
 #[command(name = "vlp-engine", version, about = "Oscar vision-language pre-training on any GPU (wgpu + WGSL)")]
@@ -63,7 +64,8 @@ struct BenchCli {
     /// train (forward + backward + AdamW) or infer (forward only).
     #[arg(long, default_value = "train", value_parser = ["train", "infer"])]
     mode: String,
-    /// Only f32 exists so far; f16 is the speed work of issue 5.
+    /// f32, or f16: matmul products in f16 with f32 accumulation (cooperative matrices where the
+    /// adapter has them), f32 storage, loss scaling.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
     precision: String,
     /// Timed steps (after --warmup untimed ones).
@@ -148,6 +150,10 @@ struct TrainCli {
     /// Images in the generated synthetic world.
     #[arg(long, default_value_t = 2000)]
     synth_images: usize,
+    /// f32, or f16: matmul products in f16 with f32 accumulation (cooperative matrices where the
+    /// adapter has them), f32 master weights and activations, dynamic loss scaling.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+    precision: String,
     /// Testing aid: poison a parameter with NaN before this step.
     #[arg(long, hide = true)]
     inject_nan_at: Option<usize>,
@@ -194,12 +200,9 @@ fn main() -> Result<()> {
 
 fn bench(opts: &GpuOptions, c: BenchCli) -> Result<()> {
     use vlp_engine::train::bench::{bench, print, BenchArgs};
-    if c.precision == "f16" {
-        anyhow::bail!("--precision f16 is not implemented yet: only the fp32 path exists (see issue 5)");
-    }
     let launched = std::time::Instant::now();
     let g = Gpu::new(opts)?;
-    let a = BenchArgs { config: c.config, batch: c.batch, text: c.text, regions: c.regions, train: c.mode == "train", steps: c.steps, warmup: c.warmup, profile: c.profile };
+    let a = BenchArgs { config: c.config, batch: c.batch, text: c.text, regions: c.regions, train: c.mode == "train", steps: c.steps, warmup: c.warmup, profile: c.profile, precision: parse_precision(&c.precision)? };
     let r = bench(&g, &a, launched)?;
     if c.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -229,7 +232,7 @@ fn train(opts: &GpuOptions, c: TrainCli) -> Result<()> {
         grad_accum: c.grad_accum, lr: c.lr, warmup: c.warmup, weight_decay: c.weight_decay, max_grad_norm: c.max_grad_norm,
         text_len: c.text_len, regions: c.regions, three_way: c.three_way, eval_every: c.eval_every, eval_batches: c.eval_batches,
         save_every: c.save_every, log_every: c.log_every, out: c.out, resume: c.resume, seed: c.seed, synth_images: c.synth_images,
-        progress: true, inject_nan_at: c.inject_nan_at,
+        progress: true, inject_nan_at: c.inject_nan_at, precision: parse_precision(&c.precision)?,
     };
     let s = vlp_engine::train::train(&g, &a)?;
     let first = s.losses.first().copied().unwrap_or_default();
@@ -276,6 +279,14 @@ fn embed(opts: &GpuOptions, a: EmbedArgs) -> Result<()> {
     vlp_engine::util::atomic_write(&a.out, &bytes).with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!("wrote {} texts to {}", a.text.len(), a.out.display());
     Ok(())
+}
+
+fn parse_precision(s: &str) -> Result<Precision> {
+    match s {
+        "f32" | "fp32" => Ok(Precision::F32),
+        "f16" | "fp16" => Ok(Precision::F16),
+        other => anyhow::bail!("--precision {other}: expected f32 or f16"),
+    }
 }
 
 fn info(opts: &GpuOptions) -> Result<()> {

@@ -3,13 +3,19 @@
 use std::time::Instant;
 use vlp_engine::gpu::Gpu;
 use vlp_engine::model::Config;
+use vlp_engine::ops::matmul::Precision;
 use vlp_engine::train::bench::{bench, forward_flops, BenchArgs};
 
 #[test]
 fn bench_reports_consistent_flops_and_memory() {
     let gpu = Gpu::default_device().unwrap();
-    let a = BenchArgs { config: "tiny".into(), batch: 2, text: 12, regions: 3, train: true, steps: 1, warmup: 1, profile: true };
+    let a = BenchArgs { config: "tiny".into(), batch: 2, text: 12, regions: 3, train: true, steps: 1, warmup: 1, profile: true, precision: Precision::F32 };
+    // the f16 path runs the same step (on lavapipe through the fp32 kernels with f16 rounding)
+    let h = bench(&gpu, &BenchArgs { precision: Precision::F16, profile: false, ..a.clone() }, Instant::now()).unwrap();
+    assert!(h.precision.starts_with("f16") && h.ms_per_step > 0.0, "{}", h.precision);
     let r = bench(&gpu, &a, Instant::now()).unwrap();
+    assert_eq!(r.precision, "f32");
+    assert_eq!(h.counted_flops_per_step, r.counted_flops_per_step);
     assert!(r.ms_per_step > 0.0 && r.seq_per_s > 0.0);
     // our matmuls skip the region projection's input gradient (features need none): within 5 %
     let rel = (r.counted_flops_per_step - r.model_flops_per_step).abs() / r.model_flops_per_step;

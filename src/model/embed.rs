@@ -1,5 +1,6 @@
 //! Loading a model directory (config.json + model.safetensors + tokenizer) and running the encoder
 //! for `vlp-engine embed`.
+use crate::ops::matmul::Precision;
 use super::batch::{Batch, Shape};
 use super::checkpoint::{self, LoadReport};
 use super::config::Config;
@@ -57,7 +58,7 @@ pub fn embed(gpu: &Gpu, m: &LoadedModel, text: &str, tags: Option<&str>, regions
         }
     }
     let shape = Shape { batch: 1, text: t, regions: r, masked: 1, mask3d: false };
-    let step = super::oscar::plan(gpu, c, &m.params, None, shape, false, 1.0)?;
+    let step = super::oscar::plan(gpu, c, &m.params, None, shape, false, 1.0, Precision::F32)?;
     let batch = Batch {
         input_ids: x.ids.clone(),
         type_ids: x.types,

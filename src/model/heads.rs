@@ -24,7 +24,7 @@ impl ClassifierHead {
         vec![("classifier.weight".into(), vec![self.classes, self.hidden]), ("classifier.bias".into(), vec![self.classes])]
     }
     fn lin(&self) -> Linear {
-        Linear { rows: self.rows, inp: self.hidden, out: self.classes }
+        Linear::new(self.rows, self.hidden, self.classes)
     }
     /// [dropped = dropout(pooled), logits = dropped W^T + b]
     pub fn forward(&self, gpu: &Gpu, pooled: &Tensor, w: &Tensor, b: &Tensor, dropped: &Tensor, logits: &Tensor, seed: &Tensor) -> Result<Vec<Dispatch>> {
@@ -93,10 +93,10 @@ impl PairHead {
         })
     }
     fn l1(&self) -> Linear {
-        Linear { rows: self.pairs, inp: 2 * self.hidden, out: self.width() }
+        Linear::new(self.pairs, 2 * self.hidden, self.width())
     }
     fn l2(&self) -> Linear {
-        Linear { rows: self.pairs, inp: self.width(), out: 2 }
+        Linear::new(self.pairs, self.width(), 2)
     }
     /// `w` holds the parameters in `params()` order; `pooled` is [2 * pairs, H].
     pub fn forward(&self, gpu: &Gpu, pooled: &Tensor, w: &[Tensor], a: &PairActs, seed: &Tensor) -> Result<Vec<Dispatch>> {

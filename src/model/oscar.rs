@@ -11,7 +11,7 @@ use super::plan::{Acts, DActs, LayerActs};
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::ops::attention::{Attention, MaskKind, Seq};
 use crate::ops::cross_entropy::CrossEntropy;
-use crate::ops::matmul::{matmul, Act, Layout, Linear};
+use crate::ops::matmul::{matmul, Act, Layout, Linear, Precision};
 use crate::ops::rows::{place, take, Segment};
 use crate::ops::{dropout, elementwise, embedding, layernorm, reduce};
 use crate::Result;
@@ -36,12 +36,20 @@ pub struct Step {
     pub backward: Vec<Dispatch>,
     pub act_bytes: u64,
     pub grad_act_bytes: u64,
+    /// Indices in `backward` of the two loss-gradient dispatches (masked-token, contrastive).
+    loss_grads: Vec<usize>,
 }
 
 impl Step {
     /// Last hidden states [B*S, H].
     pub fn hidden(&self) -> &Tensor {
         self.acts.layers.last().map(|l| &l.out).unwrap_or(&self.acts.x0)
+    }
+    /// Sets the factor on the loss gradients (what `plan` took as `loss_scale`) for later steps.
+    pub fn set_loss_scale(&self, gpu: &Gpu, scale: f32) {
+        for &i in &self.loss_grads {
+            crate::ops::cross_entropy::set_dscale(gpu, &self.backward[i], scale);
+        }
     }
 }
 
@@ -54,11 +62,15 @@ struct Ctx<'a> {
     a: &'a Acts,
     ph: f32,
     pa: f32,
+    prec: Precision,
 }
 
 impl<'a> Ctx<'a> {
     fn w(&self, name: &str) -> Result<Tensor> {
         self.p.get(name)
+    }
+    fn lin(&self, rows: usize, inp: usize, out: usize) -> Linear {
+        Linear { precision: self.prec, ..Linear::new(rows, inp, out) }
     }
     fn rows(&self) -> usize {
         self.s.rows()
@@ -77,6 +89,7 @@ impl<'a> Ctx<'a> {
             mask: if self.s.mask3d { MaskKind::Full } else { MaskKind::Padding },
             p_drop: self.pa,
             stream: stream(l, S_ATTN),
+            precision: self.prec,
         }
     }
     fn text_seg(&self) -> Segment {
@@ -111,7 +124,7 @@ fn embeddings_forward(x: &Ctx, v: &mut Vec<Dispatch>) -> Result<()> {
     }
     let br = x.s.batch * x.s.regions;
     if br > 0 {
-        let lin = Linear { rows: br, inp: c.img_feature_dim, out: h };
+        let lin = x.lin(br, c.img_feature_dim, h);
         v.push(lin.forward(g, &i.img, &x.w("bert.img_embedding.weight")?, Some(&x.w("bert.img_embedding.bias")?), &a.ei, Act::None, None)?);
         let placed = match &a.ei_ln {
             Some((y, st)) => {
@@ -147,7 +160,7 @@ fn embeddings_backward(x: &Ctx, d: &DActs, gr: &ParamSet, v: &mut Vec<Dispatch>)
             }
             None => &d.dei,
         };
-        let lin = Linear { rows: br, inp: c.img_feature_dim, out: h };
+        let lin = x.lin(br, c.img_feature_dim, h);
         v.extend(lin.backward(g, &i.img, &x.w("bert.img_embedding.weight")?, dy, None, &gr.get("bert.img_embedding.weight")?, Some(&gr.get("bert.img_embedding.bias")?), false)?);
     }
     Ok(())
@@ -159,7 +172,7 @@ fn layer_forward(x: &Ctx, l: usize, input: &Tensor, la: &LayerActs, v: &mut Vec<
     let (rows, h, f) = (x.rows(), x.h(), c.intermediate_size);
     let p = layer_prefix(l);
     let w = |n: &str| x.w(&format!("{p}{n}"));
-    let lin = Linear { rows, inp: h, out: h };
+    let lin = x.lin(rows, h, h);
     for (j, n) in QKV.iter().enumerate() {
         let mut d = lin.fwd_desc();
         d.c = x.qkv_col(j);
@@ -172,9 +185,9 @@ fn layer_forward(x: &Ctx, l: usize, input: &Tensor, la: &LayerActs, v: &mut Vec<
     v.push(dropout::dropout_add(g, &a.t1, input, &la.y1, &i.seed, x.ph, stream(l, S_ATTN_OUT))?);
     let eps = c.layer_norm_eps;
     v.push(layernorm::layernorm(g, &la.y1, &w("attention.output.LayerNorm.weight")?, &w("attention.output.LayerNorm.bias")?, &la.a, &la.st1, rows, h, eps)?);
-    let up = Linear { rows, inp: h, out: f };
+    let up = x.lin(rows, h, f);
     v.push(up.forward(g, &la.a, &w("intermediate.dense.weight")?, Some(&w("intermediate.dense.bias")?), &la.u, Act::Gelu, Some(&la.upre))?);
-    let down = Linear { rows, inp: f, out: h };
+    let down = x.lin(rows, f, h);
     v.push(down.forward(g, &la.u, &w("output.dense.weight")?, Some(&w("output.dense.bias")?), &a.t1, Act::None, None)?);
     v.push(dropout::dropout_add(g, &a.t1, &la.a, &la.y2, &i.seed, x.ph, stream(l, S_FFN_OUT))?);
     v.push(layernorm::layernorm(g, &la.y2, &w("output.LayerNorm.weight")?, &w("output.LayerNorm.bias")?, &la.out, &la.st2, rows, h, eps)?);
@@ -191,15 +204,15 @@ fn layer_backward(x: &Ctx, l: usize, input: &Tensor, la: &LayerActs, d: &DActs, 
     // output LayerNorm, FFN dropout, FFN down, GELU, FFN up (+ residual), attention LayerNorm
     v.extend(layernorm::layernorm_backward(g, &la.y2, &w("output.LayerNorm.weight")?, &la.st2, dout, &d.dy2, &dw("output.LayerNorm.weight")?, &dw("output.LayerNorm.bias")?, rows, h, false)?);
     v.push(dropout::dropout_backward(g, &d.dy2, &d.dt, &i.seed, x.ph, stream(l, S_FFN_OUT), false)?);
-    let down = Linear { rows, inp: f, out: h };
+    let down = x.lin(rows, f, h);
     v.extend(down.backward(g, &la.u, &w("output.dense.weight")?, &d.dt, Some(&d.dffn), &dw("output.dense.weight")?, Some(&dw("output.dense.bias")?), false)?);
     v.push(elementwise::gelu_backward(g, &la.upre, &d.dffn, &la.u, false)?); // u now holds dU_pre
-    let up = Linear { rows, inp: h, out: f };
+    let up = x.lin(rows, h, f);
     v.extend(up.backward(g, &la.a, &w("intermediate.dense.weight")?, &la.u, Some(&d.dy2), &dw("intermediate.dense.weight")?, Some(&dw("intermediate.dense.bias")?), true)?);
     v.extend(layernorm::layernorm_backward(g, &la.y1, &w("attention.output.LayerNorm.weight")?, &la.st1, &d.dy2, din, &dw("attention.output.LayerNorm.weight")?, &dw("attention.output.LayerNorm.bias")?, rows, h, false)?);
     // attention output projection and its dropout; din already holds the residual gradient
     v.push(dropout::dropout_backward(g, din, &d.dt, &i.seed, x.ph, stream(l, S_ATTN_OUT), false)?);
-    let lin = Linear { rows, inp: h, out: h };
+    let lin = x.lin(rows, h, h);
     v.extend(lin.backward(g, &la.ctx, &w("attention.output.dense.weight")?, &d.dt, Some(&d.dctx), &dw("attention.output.dense.weight")?, Some(&dw("attention.output.dense.bias")?), false)?);
     let (q, k, vv) = (Seq::new(&la.qkv, 0, 3 * h), Seq::new(&la.qkv, h, 3 * h), Seq::new(&la.qkv, 2 * h, 3 * h));
     let (dq, dk, dv) = (Seq::new(&d.dqkv, 0, 3 * h), Seq::new(&d.dqkv, h, 3 * h), Seq::new(&d.dqkv, 2 * h, 3 * h));
@@ -220,51 +233,54 @@ fn layer_backward(x: &Ctx, l: usize, input: &Tensor, la: &LayerActs, d: &DActs, 
 fn heads_forward(x: &Ctx, v: &mut Vec<Dispatch>, hid: &Tensor) -> Result<()> {
     let (g, c, a, i) = (x.gpu, x.c, x.a, x.inp);
     let (b, h, m) = (x.s.batch, x.h(), x.s.masked);
-    let pool = Linear { rows: b, inp: h, out: h };
+    let pool = x.lin(b, h, h);
     let mut d = pool.fwd_desc();
     d.a = x.cls_rows();
     d.bias_off = Some(0);
     d.act = Act::Tanh;
     v.push(matmul(g, &d, hid, &x.w("bert.pooler.dense.weight")?, &a.pooled, Some(&x.w("bert.pooler.dense.bias")?), None)?);
-    let cls = Linear { rows: b, inp: h, out: c.num_contrast_classes };
+    let cls = x.lin(b, h, c.num_contrast_classes);
     v.push(cls.forward(g, &a.pooled, &x.w("cls.seq_relationship.weight")?, Some(&x.w("cls.seq_relationship.bias")?), &a.clog, Act::None, None)?);
     let ce = CrossEntropy { rows: b, vocab: c.num_contrast_classes, ignore_index: -1 };
     v.extend(ce.forward(g, &a.clog, &i.con_labels, &a.ce_con, &a.losses.view(4, &[3])?)?);
     // masked-token head at the labelled positions only
     v.push(embedding::gather(g, &i.mlm_pos, hid, &a.hm, m, x.rows(), h, false)?);
-    let tr = Linear { rows: m, inp: h, out: h };
+    let tr = x.lin(m, h, h);
     v.push(tr.forward(g, &a.hm, &x.w("cls.predictions.transform.dense.weight")?, Some(&x.w("cls.predictions.transform.dense.bias")?), &a.tg, Act::Gelu, Some(&a.tpre))?);
     v.push(layernorm::layernorm(g, &a.tg, &x.w("cls.predictions.transform.LayerNorm.weight")?, &x.w("cls.predictions.transform.LayerNorm.bias")?, &a.tl, &a.st_t, m, h, c.layer_norm_eps)?);
-    let dec = Linear { rows: m, inp: h, out: c.vocab_size };
+    let dec = x.lin(m, h, c.vocab_size);
     v.push(dec.forward(g, &a.tl, &x.w(&format!("{EMB}word_embeddings.weight"))?, Some(&x.w("cls.predictions.bias")?), &a.logits, Act::None, None)?);
     let ce = CrossEntropy { rows: m, vocab: c.vocab_size, ignore_index: -1 };
     v.extend(ce.forward(g, &a.logits, &i.mlm_labels, &a.ce_mlm, &a.losses.view(0, &[3])?)?);
     Ok(())
 }
 
-fn heads_backward(x: &Ctx, d: &DActs, gr: &ParamSet, hid: &Tensor, dhid: &Tensor, scale: f32, v: &mut Vec<Dispatch>) -> Result<()> {
+/// Returns the indices in `v` of the loss-gradient dispatches.
+fn heads_backward(x: &Ctx, d: &DActs, gr: &ParamSet, hid: &Tensor, dhid: &Tensor, scale: f32, v: &mut Vec<Dispatch>) -> Result<Vec<usize>> {
     let (g, c, a, i) = (x.gpu, x.c, x.a, x.inp);
     let (b, h, m) = (x.s.batch, x.h(), x.s.masked);
     v.push(elementwise::fill(g, dhid, 0.0)?);
     let ce = CrossEntropy { rows: m, vocab: c.vocab_size, ignore_index: -1 };
+    let mut loss_grads = vec![v.len()];
     v.push(ce.backward(g, &a.logits, &i.mlm_labels, &a.ce_mlm, &a.losses.view(0, &[3])?, &d.dlogits, scale)?);
-    let dec = Linear { rows: m, inp: h, out: c.vocab_size };
+    let dec = x.lin(m, h, c.vocab_size);
     let word = format!("{EMB}word_embeddings.weight");
     v.extend(dec.backward(g, &a.tl, &x.w(&word)?, &d.dlogits, Some(&d.dtl), &gr.get(&word)?, Some(&gr.get("cls.predictions.bias")?), false)?);
     let ln = "cls.predictions.transform.LayerNorm";
     v.extend(layernorm::layernorm_backward(g, &a.tg, &x.w(&format!("{ln}.weight"))?, &a.st_t, &d.dtl, &d.dtg, &gr.get(&format!("{ln}.weight"))?, &gr.get(&format!("{ln}.bias"))?, m, h, false)?);
     v.push(elementwise::gelu_backward(g, &a.tpre, &d.dtg, &d.dtl, false)?);
-    let tr = Linear { rows: m, inp: h, out: h };
+    let tr = x.lin(m, h, h);
     let t = "cls.predictions.transform.dense";
     v.extend(tr.backward(g, &a.hm, &x.w(&format!("{t}.weight"))?, &d.dtl, Some(&d.dhm), &gr.get(&format!("{t}.weight"))?, Some(&gr.get(&format!("{t}.bias"))?), false)?);
     v.push(embedding::scatter_add(g, &i.mlm_index, &d.dhm, dhid, m, x.rows(), h)?);
     // contrastive head and pooler
     let ce = CrossEntropy { rows: b, vocab: c.num_contrast_classes, ignore_index: -1 };
+    loss_grads.push(v.len());
     v.push(ce.backward(g, &a.clog, &i.con_labels, &a.ce_con, &a.losses.view(4, &[3])?, &d.dclog, scale)?);
-    let cls = Linear { rows: b, inp: h, out: c.num_contrast_classes };
+    let cls = x.lin(b, h, c.num_contrast_classes);
     v.extend(cls.backward(g, &a.pooled, &x.w("cls.seq_relationship.weight")?, &d.dclog, Some(&d.dpooled), &gr.get("cls.seq_relationship.weight")?, Some(&gr.get("cls.seq_relationship.bias")?), false)?);
     v.push(elementwise::tanh_backward(g, &a.pooled, &d.dpooled, &d.dppre, false)?);
-    let pool = Linear { rows: b, inp: h, out: h };
+    let pool = x.lin(b, h, h);
     let mut dwd = pool.dw_desc();
     dwd.b = x.cls_rows();
     v.push(matmul(g, &dwd, &d.dppre, hid, &gr.get("bert.pooler.dense.weight")?, None, None)?);
@@ -272,19 +288,20 @@ fn heads_backward(x: &Ctx, d: &DActs, gr: &ParamSet, hid: &Tensor, dhid: &Tensor
     let mut dxd = pool.dx_desc(true);
     dxd.c = x.cls_rows();
     v.push(matmul(g, &dxd, &d.dppre, &x.w("bert.pooler.dense.weight")?, dhid, None, None)?);
-    Ok(())
+    Ok(loss_grads)
 }
 
 /// Builds the inputs, activations and dispatch lists for one shape. With `grads`, the backward
 /// is built too; `dropout` false gives the evaluation model; `loss_scale` multiplies the loss
-/// gradients (1/accumulation steps, or a loss scale).
-pub fn plan(gpu: &Gpu, c: &Config, params: &ParamSet, grads: Option<&ParamSet>, s: Shape, dropout: bool, loss_scale: f32) -> Result<Step> {
+/// gradients (1/accumulation steps, times the loss scale of the f16 path); `prec` is what every
+/// matmul computes its products in (activations, gradients and the rest stay fp32).
+pub fn plan(gpu: &Gpu, c: &Config, params: &ParamSet, grads: Option<&ParamSet>, s: Shape, dropout: bool, loss_scale: f32, prec: Precision) -> Result<Step> {
     crate::ensure_shape!("plan", s.batch > 0 && s.text > 0 && s.masked > 0, "batch, text and masked capacity must be positive: {s:?}");
     crate::ensure_shape!("plan", s.text <= c.max_position_embeddings, "text length {} > max_position_embeddings {}", s.text, c.max_position_embeddings);
     let inputs = Inputs::new(gpu, &s, c)?;
     let (acts, dacts, act_bytes, grad_act_bytes) = Acts::new(gpu, c, &s, grads.is_some())?;
     let (ph, pa) = if dropout { (c.hidden_dropout_prob, c.attention_probs_dropout_prob) } else { (0.0, 0.0) };
-    let x = Ctx { gpu, c, s, p: params, inp: &inputs, a: &acts, ph, pa };
+    let x = Ctx { gpu, c, s, p: params, inp: &inputs, a: &acts, ph, pa, prec };
     let mut forward = Vec::new();
     embeddings_forward(&x, &mut forward)?;
     let mut input = &acts.x0;
@@ -294,14 +311,15 @@ pub fn plan(gpu: &Gpu, c: &Config, params: &ParamSet, grads: Option<&ParamSet>, 
     }
     heads_forward(&x, &mut forward, input)?;
     let mut backward = Vec::new();
+    let mut loss_grads = Vec::new();
     if let (Some(gr), Some(d)) = (grads, dacts.as_ref()) {
         let nl = acts.layers.len();
-        heads_backward(&x, d, gr, input, &d.dh[nl % 2], loss_scale, &mut backward)?;
+        loss_grads = heads_backward(&x, d, gr, input, &d.dh[nl % 2], loss_scale, &mut backward)?;
         for l in (0..nl).rev() {
             let inp = if l == 0 { &acts.x0 } else { &acts.layers[l - 1].out };
             layer_backward(&x, l, inp, &acts.layers[l], d, gr, &d.dh[(l + 1) % 2], &d.dh[l % 2], &mut backward)?;
         }
         embeddings_backward(&x, d, gr, &mut backward)?;
     }
-    Ok(Step { shape: s, inputs, acts, dacts, forward, backward, act_bytes, grad_act_bytes })
+    Ok(Step { shape: s, inputs, acts, dacts, forward, backward, act_bytes, grad_act_bytes, loss_grads })
 }

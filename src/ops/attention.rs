@@ -2,7 +2,7 @@
 //! ctx = Pd V — and the backward. The products are strided batched matmuls over (batch, head) that
 //! read heads straight out of [B, T, H] activations (no transposes, no copies); the row-wise middle
 //! is one fused kernel each way (shaders/attention.wgsl). Mask: 1 = attend; bias (1 - m) * -10000.
-use super::matmul::{matmul, Layout, MatmulDesc};
+use super::matmul::{matmul, Layout, MatmulDesc, Precision};
 use super::{check_len, dropout_threshold, grid_rows};
 use crate::ensure_shape;
 use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, Tensor};
@@ -29,6 +29,8 @@ pub struct Attention {
     pub p_drop: f32,
     /// Dropout stream: distinct per layer so layers draw different masks.
     pub stream: u32,
+    /// Of the four products (scores, context, and their gradients); softmax stays fp32.
+    pub precision: Precision,
 }
 
 /// Token rows of a [B, T, *] activation: row t of batch b starts at off + (b*T + t)*rs; head h is
@@ -72,7 +74,7 @@ impl Attention {
         Layout { off: 0, rs: self.tk, cs: 1, bs: [self.heads * self.tq * self.tk, self.tq * self.tk] }
     }
     fn desc(&self, m: usize, n: usize, k: usize, a: Layout, b: Layout, c: Layout, alpha: f32) -> MatmulDesc {
-        MatmulDesc { batch: [self.batch, self.heads], a, b, c, alpha, ..MatmulDesc::new(m, n, k) }
+        MatmulDesc { batch: [self.batch, self.heads], a, b, c, alpha, precision: self.precision, ..MatmulDesc::new(m, n, k) }
     }
     fn params(&self, mask: Option<&Tensor>) -> Params {
         let (threshold, keep_scale) = dropout_threshold(self.p_drop);
@@ -275,7 +277,7 @@ mod tests {
     #[test]
     fn cpu_backward_matches_finite_differences_with_dropout_and_3d_mask() {
         // dropout masks do not depend on the inputs, so finite differences see the same mask
-        let a = Attention { batch: 2, tq: 4, tk: 5, heads: 2, head_dim: 3, mask: MaskKind::Full, p_drop: 0.2, stream: 3 };
+        let a = Attention { batch: 2, tq: 4, tk: 5, heads: 2, head_dim: 3, mask: MaskKind::Full, p_drop: 0.2, stream: 3, precision: Precision::F32 };
         let mut r = Rng::new(21);
         let h = a.heads * a.head_dim;
         let (q, k, v) = (r.vec(a.batch * a.tq * h, 1.0), r.vec(a.batch * a.tk * h, 1.0), r.vec(a.batch * a.tk * h, 1.0));
@@ -294,11 +296,11 @@ mod tests {
     fn gpu_matches_cpu_forward_and_backward() {
         let g = gpu();
         let cases = [
-            Attention { batch: 1, tq: 1, tk: 1, heads: 1, head_dim: 1, mask: MaskKind::None, p_drop: 0.0, stream: 0 },
-            Attention { batch: 2, tq: 7, tk: 7, heads: 3, head_dim: 5, mask: MaskKind::Padding, p_drop: 0.1, stream: 1 },
+            Attention { batch: 1, tq: 1, tk: 1, heads: 1, head_dim: 1, mask: MaskKind::None, p_drop: 0.0, stream: 0, precision: Precision::F32 },
+            Attention { batch: 2, tq: 7, tk: 7, heads: 3, head_dim: 5, mask: MaskKind::Padding, p_drop: 0.1, stream: 1, precision: Precision::F32 },
             // rows longer than the 64-thread workgroup, 3-D mask, cross lengths (tq != tk)
-            Attention { batch: 2, tq: 9, tk: 70, heads: 2, head_dim: 8, mask: MaskKind::Full, p_drop: 0.0, stream: 2 },
-            Attention { batch: 1, tq: 33, tk: 33, heads: 4, head_dim: 16, mask: MaskKind::Padding, p_drop: 0.3, stream: 5 },
+            Attention { batch: 2, tq: 9, tk: 70, heads: 2, head_dim: 8, mask: MaskKind::Full, p_drop: 0.0, stream: 2, precision: Precision::F32 },
+            Attention { batch: 1, tq: 33, tk: 33, heads: 4, head_dim: 16, mask: MaskKind::Padding, p_drop: 0.3, stream: 5, precision: Precision::F32 },
         ];
         for (ci, a) in cases.iter().enumerate() {
             let mut r = Rng::new(30 + ci as u64);

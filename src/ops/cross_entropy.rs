@@ -62,6 +62,12 @@ impl CrossEntropy {
     }
 }
 
+/// Rewrites the gradient scale of a prepared `backward` dispatch (a changing loss scale) without
+/// rebuilding it: `dscale` is the ninth 4-byte field of its parameters.
+pub fn set_dscale(gpu: &Gpu, backward: &Dispatch, dscale: f32) {
+    gpu.queue.write_buffer(&backward.params, 8 * 4, bytemuck::bytes_of(&dscale));
+}
+
 pub mod cpu {
     fn valid(l: i32, ignore: i32, vocab: usize) -> bool {
         l != ignore && l >= 0 && (l as usize) < vocab

@@ -186,18 +186,25 @@ pub struct Linear {
     pub rows: usize,
     pub inp: usize,
     pub out: usize,
+    /// For all three products (forward, dx, dW), as autocast does.
+    pub precision: Precision,
 }
 
 impl Linear {
+    pub fn new(rows: usize, inp: usize, out: usize) -> Linear {
+        Linear { rows, inp, out, precision: Precision::F32 }
+    }
     pub fn fwd_desc(&self) -> MatmulDesc {
         let mut d = MatmulDesc::new(self.rows, self.out, self.inp);
         d.b = Layout::rm(self.out, self.inp).t();
+        d.precision = self.precision;
         d
     }
     /// dx (+)= dy W
     pub fn dx_desc(&self, accumulate: bool) -> MatmulDesc {
         let mut d = MatmulDesc::new(self.rows, self.inp, self.out);
         d.beta = accumulate as u32 as f32;
+        d.precision = self.precision;
         d
     }
     /// dW += dy^T x (parameter gradients always accumulate; grads are zeroed per optimizer step)
@@ -205,6 +212,7 @@ impl Linear {
         let mut d = MatmulDesc::new(self.out, self.inp, self.rows);
         d.a = Layout::rm(self.rows, self.out).t();
         d.beta = 1.0;
+        d.precision = self.precision;
         d
     }
     /// y = act(x W^T + b); with `pre`, the value before the activation is kept for the backward.
@@ -391,7 +399,7 @@ mod tests {
     #[test]
     fn linear_backward_matches_cpu_and_finite_differences() {
         let g = gpu();
-        let lin = Linear { rows: 9, inp: 13, out: 6 };
+        let lin = Linear::new(9, 13, 6);
         let mut r = Rng::new(5);
         let (x, w, b, dy) = (r.vec(9 * 13, 1.0), r.vec(6 * 13, 0.5), r.vec(6, 0.5), r.vec(9 * 6, 1.0));
         // CPU reference of the three gradients

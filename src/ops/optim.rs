@@ -59,8 +59,8 @@ impl AdamW {
     pub fn new(gpu: &Gpu, cfg: AdamWConfig, groups: &[ParamGroup]) -> Result<AdamW> {
         let nparts: usize = groups.iter().map(|g| sumsq_parts(g.grad.numel())).sum();
         let partials = gpu.zeros("grad-norm-partials", &[nparts.max(1)], DType::F32)?;
-        let state = gpu.zeros("adamw-state", &[4], DType::F32)?;
-        let clip = gpu.upload_f32("grad-clip", &[2], &[0.0, 1.0])?;
+        let state = gpu.upload_f32("adamw-state", &[4], &[0.0, 0.0, 1.0, 0.0])?;
+        let clip = gpu.upload_f32("grad-clip", &[4], &[0.0, 1.0, 0.0, 0.0])?;
         let mut dispatches = Vec::new();
         let mut off = 0;
         for g in groups {
@@ -68,9 +68,9 @@ impl AdamW {
             off += sumsq_parts(g.grad.numel());
         }
         let base = Params { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, max_norm: cfg.max_grad_norm, nparts: nparts as u32, ..Default::default() };
-        let (dw, dr) = (gpu.dummy_write(), gpu.dummy_read());
+        let dw = gpu.dummy_write();
         let finalize = KernelSpec::new("optim", "norm_finalize", BINDS);
-        dispatches.push(Dispatch::new(gpu, &finalize, &base, &[dw, &partials, dw, dw, dr, &clip], [1, 1, 1])?);
+        dispatches.push(Dispatch::new(gpu, &finalize, &base, &[dw, &partials, dw, dw, &state, &clip], [1, 1, 1])?);
         let spec = KernelSpec::new("optim", "adamw", BINDS);
         for g in groups {
             let n = g.param.numel();
@@ -87,7 +87,11 @@ impl AdamW {
 
     /// lr for this step and the bias correction for step t (1-based).
     pub fn set_step(&self, gpu: &Gpu, lr: f32, t: u32) -> Result<()> {
-        gpu.write_f32(&self.state, &[lr, step_size(&self.cfg, lr, t), 0.0, 0.0])
+        self.set_step_scaled(gpu, lr, t, 1.0)
+    }
+    /// For gradients multiplied by a loss scale S: `inv_scale` = 1/S undoes it before clipping.
+    pub fn set_step_scaled(&self, gpu: &Gpu, lr: f32, t: u32, inv_scale: f32) -> Result<()> {
+        gpu.write_f32(&self.state, &[lr, step_size(&self.cfg, lr, t), inv_scale, 0.0])
     }
 }
 
@@ -162,6 +166,39 @@ mod tests {
             assert_close("params", &gp.read_f32(&pt).unwrap(), &p, 1e-6, 1e-5);
             assert_close("m", &gp.read_f32(&mt).unwrap(), &m, 1e-7, 1e-5);
             assert_close("v", &gp.read_f32(&vt).unwrap(), &v, 1e-9, 1e-5);
+        }
+    }
+
+    #[test]
+    fn loss_scaled_gradients_are_unscaled_and_overflow_skips_the_step() {
+        let gp = gpu();
+        let mut r = Rng::new(71);
+        let n = 5000;
+        let p0 = r.vec(n, 1.0);
+        let g = r.vec(n, 0.5);
+        let cfg = AdamWConfig { max_grad_norm: 5.0, ..Default::default() };
+        let scale = 4096.0f32;
+        let run = |grads: &[f32], inv: f32| {
+            let (pt, gt) = (gp.upload_f32("p", &[n], &p0).unwrap(), gp.upload_f32("g", &[n], grads).unwrap());
+            let (mt, vt) = (gp.zeros("m", &[n], DType::F32).unwrap(), gp.zeros("v", &[n], DType::F32).unwrap());
+            let opt = AdamW::new(gp, cfg, &[ParamGroup { param: &pt, grad: &gt, m: &mt, v: &vt, weight_decay: 0.01 }]).unwrap();
+            opt.set_step_scaled(gp, 1e-3, 1, inv).unwrap();
+            gp.run(&opt.dispatches).unwrap();
+            (gp.read_f32(&pt).unwrap(), gp.read_f32(&mt).unwrap(), gp.read_f32(&opt.clip).unwrap())
+        };
+        let (want, _, clip) = run(&g, 1.0);
+        let scaled: Vec<f32> = g.iter().map(|x| x * scale).collect();
+        let (got, _, sclip) = run(&scaled, 1.0 / scale);
+        assert_close("params after a loss-scaled step", &got, &want, 1e-6, 1e-5);
+        assert!((sclip[0] - clip[0]).abs() < 1e-4 * clip[0] && sclip[2] == 0.0, "unscaled norm {} vs {}", sclip[0], clip[0]);
+        // one inf (an f16 overflow) or NaN: flagged, and parameters and moments stay as they were
+        for bad in [f32::INFINITY, f32::NAN] {
+            let mut gb = scaled.clone();
+            gb[1234] = bad;
+            let (p, m, c) = run(&gb, 1.0 / scale);
+            assert_eq!(c[2], 1.0, "skip flag for a {bad} gradient");
+            assert_eq!(p, p0, "parameters changed on a skipped step");
+            assert!(m.iter().all(|&x| x == 0.0), "moments changed on a skipped step");
         }
     }
 }

@@ -2,6 +2,7 @@
 //! contrastive losses, backward, AdamW) on random inputs, with FLOPs counted two ways (the analytic
 //! model formula shared with tools/torch_baseline.py, and the sum over our dispatches), memory by
 //! kind, and an optional per-kernel profile from GPU timestamps.
+use crate::ops::matmul::Precision;
 use super::optim::Optimizer;
 use crate::gpu::{Gpu, ProfileRow, Profiler, Recorder};
 use crate::model::{plan, Batch, Config, Layout, ParamSet, Shape};
@@ -22,6 +23,7 @@ pub struct BenchArgs {
     pub steps: usize,
     pub warmup: usize,
     pub profile: bool,
+    pub precision: Precision,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -29,6 +31,8 @@ pub struct BenchResult {
     pub adapter: String,
     pub config: String,
     pub mode: String,
+    /// "f32", or "f16 (cooperative matrix)" / "f16 (fp32 kernels, f16-rounded operands)".
+    pub precision: String,
     pub batch: usize,
     pub text: usize,
     pub regions: usize,
@@ -94,11 +98,14 @@ pub fn bench(gpu: &Gpu, a: &BenchArgs, launched: Instant) -> Result<BenchResult>
     params.init(gpu, 1)?;
     let grads = if a.train { Some(ParamSet::zeros(gpu, layout.clone(), "grads")?) } else { None };
     let opt = match &grads { Some(g) => Some(Optimizer::new(gpu, &params, g, AdamWConfig::default(), 0.01)?), None => None };
-    let step = plan(gpu, &cfg, &params, grads.as_ref(), shape, a.train, 1.0)?;
+    // the f16 path's first loss scale; with random weights a step may overflow and be skipped,
+    // which costs the same time as one that is not
+    let scale = if a.precision == Precision::F16 { super::scaler::LossScaler::new().scale } else { 1.0 };
+    let step = plan(gpu, &cfg, &params, grads.as_ref(), shape, a.train, scale, a.precision)?;
     step.inputs.upload(gpu, &shape, &cfg, &random_batch(&cfg, &shape, &mut Rng::new(7), masked_per_seq))?;
     gpu.write_u32(&step.inputs.seed, &[1])?;
     if let Some(o) = &opt {
-        o.adamw.set_step(gpu, 1e-5, 1)?;
+        o.adamw.set_step_scaled(gpu, 1e-5, 1, 1.0 / scale)?;
     }
     let mut list: Vec<&crate::gpu::Dispatch> = Vec::new();
     if let Some(o) = &opt {
@@ -126,7 +133,7 @@ pub fn bench(gpu: &Gpu, a: &BenchArgs, launched: Instant) -> Result<BenchResult>
     let fwd = forward_flops(&cfg, a.text, a.regions, masked_per_seq as f64) * a.batch as f64;
     let model_flops = if a.train { 3.0 * fwd } else { fwd };
     // matmul dispatches only, like the analytic formula (elementwise and optimizer work excluded)
-    let counted: f64 = list.iter().filter(|d| d.name().starts_with("matmul::")).map(|d| d.flops).sum();
+    let counted: f64 = list.iter().filter(|d| d.name().starts_with("matmul")).map(|d| d.flops).sum();
     let mut profile = Vec::new();
     if a.profile {
         let mut prof = Profiler::new(gpu, list.len() as u32 + 8)?;
@@ -147,6 +154,11 @@ pub fn bench(gpu: &Gpu, a: &BenchArgs, launched: Instant) -> Result<BenchResult>
         adapter: gpu.summary(),
         config: a.config.clone(),
         mode: if a.train { "train" } else { "infer" }.into(),
+        precision: match a.precision {
+            Precision::F32 => "f32".into(),
+            Precision::F16 if crate::ops::matmul_coop::usable(gpu) => "f16 (cooperative matrix)".into(),
+            Precision::F16 => "f16 (fp32 kernels, f16-rounded operands)".into(),
+        },
         batch: a.batch,
         text: a.text,
         regions: a.regions,
@@ -185,7 +197,7 @@ fn aggregate(rows: Vec<ProfileRow>) -> Vec<(String, f64, f64, f64, f64)> {
 pub fn print(r: &BenchResult) {
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!("adapter: {}", r.adapter);
-    println!("Oscar {} {} step, batch {} x (text {} + regions {}), {} masked tokens per sequence", r.config, r.mode, r.batch, r.text, r.regions, r.masked_per_seq);
+    println!("Oscar {} {} step, {}, batch {} x (text {} + regions {}), {} masked tokens per sequence", r.config, r.mode, r.precision, r.batch, r.text, r.regions, r.masked_per_seq);
     println!("  {:.2} ms/step, {:.1} sequences/s, {:.3} TFLOP/s (model FLOPs {:.3e}/step; counted over our matmul dispatches {:.3e})", r.ms_per_step, r.seq_per_s, r.tflops, r.model_flops_per_step, r.counted_flops_per_step);
     println!("  first step started {:.2} s after launch", r.first_step_after_s);
     println!(

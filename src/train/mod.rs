@@ -4,6 +4,7 @@ pub mod bench;
 pub mod optim;
 pub mod plot;
 pub mod pretrain;
+pub mod scaler;
 pub mod schedule;
 pub mod state;
 

@@ -2,7 +2,9 @@
 //! linear decay, clipping, gradient accumulation, dropout, periodic evaluation, metrics.jsonl, a
 //! loss-curve PNG, and atomic checkpoints that resume bit-for-bit (batches and dropout masks are
 //! functions of (seed, step, micro-batch), and every kernel sums in a fixed order).
+use crate::ops::matmul::Precision;
 use super::optim::Optimizer;
+use super::scaler::{LossScaler, MIN_SCALE};
 use super::{plot, schedule, state};
 use crate::data::pretrain::{Contrast, PretrainData, Sampler};
 use crate::data::{store, synth, Tok};
@@ -45,6 +47,8 @@ pub struct TrainArgs {
     pub progress: bool,
     /// Testing aid: poison a parameter with NaN before this step.
     pub inject_nan_at: Option<usize>,
+    /// What the matmuls compute their products in; F16 brings dynamic loss scaling.
+    pub precision: Precision,
 }
 
 impl Default for TrainArgs {
@@ -53,7 +57,7 @@ impl Default for TrainArgs {
             config: "tiny".into(), data: None, tokenizer: None, init: None, steps: 300, batch_size: 16, grad_accum: 1, lr: 1e-3,
             warmup: 30, weight_decay: 0.01, max_grad_norm: 1.0, text_len: 32, regions: 6, three_way: false, eval_every: 100,
             eval_batches: 4, save_every: 100, log_every: 10, out: PathBuf::from("runs/pretrain"), resume: false, seed: 42,
-            synth_images: 2000, progress: true, inject_nan_at: None,
+            synth_images: 2000, progress: true, inject_nan_at: None, precision: Precision::F32,
         }
     }
 }
@@ -137,13 +141,15 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
     let contrast = if a.three_way { Contrast::ThreeWay } else { Contrast::TwoWay };
     let train_s = Sampler::new(&data, &tok, "train", a.batch_size, a.text_len, a.regions, contrast, cfg.vocab_size)?;
     let val_s = Sampler::new(&data, &tok, "val", a.batch_size, a.text_len, a.regions, contrast, cfg.vocab_size).ok();
-    let step = plan(gpu, &cfg, &params, Some(&grads), train_s.shape, true, 1.0 / a.grad_accum as f32)?;
-    let eval = match &val_s { Some(v) => Some(plan(gpu, &cfg, &params, None, v.shape, false, 1.0)?), None => None };
+    let f16 = a.precision == Precision::F16;
+    let mut scaler = if f16 { LossScaler::new() } else { LossScaler::off() };
+    let step = plan(gpu, &cfg, &params, Some(&grads), train_s.shape, true, scaler.scale / a.grad_accum as f32, a.precision)?;
+    let eval = match &val_s { Some(v) => Some(plan(gpu, &cfg, &params, None, v.shape, false, 1.0, a.precision)?), None => None };
     let loss_acc = gpu.zeros("loss_acc", &[8], DType::F32)?;
     let start_loss = fill(gpu, &loss_acc, 0.0)?;
     let add_loss = acc_into(gpu, 1.0 / a.grad_accum as f32, &step.acts.losses, 1.0, &loss_acc)?;
     // reused every logged step: the steady-state step allocates nothing
-    let (mut rb_loss, mut rb_clip) = (Readback::new(gpu, 32)?, Readback::new(gpu, 8)?);
+    let (mut rb_loss, mut rb_clip) = (Readback::new(gpu, 32)?, Readback::new(gpu, 16)?);
 
     let ckpt = a.out.join("checkpoint.safetensors");
     let mut start = 0;
@@ -189,26 +195,50 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
             rec.submit();
         }
         let lr = schedule::lr_at(s, a.steps, a.warmup, a.lr);
-        opt.adamw.set_step(gpu, lr, s as u32)?;
+        opt.adamw.set_step_scaled(gpu, lr, s as u32, 1.0 / scaler.scale)?;
         seqs_since += a.batch_size * a.grad_accum;
         let do_eval = a.eval_every > 0 && (s % a.eval_every == 0 || s == a.steps) && eval.is_some();
         let do_save = s == a.steps || (a.save_every > 0 && s % a.save_every == 0);
         let do_log = s % a.log_every.max(1) == 0 || s == start + 1 || do_eval || do_save;
+        // the f16 path reads the skip flag every step to adjust the loss scale
+        let read_clip = do_log || f16;
         let mut rec = Recorder::new(gpu);
         rec.run(&opt.adamw.dispatches);
         if do_log {
             rec.readback(&mut rb_loss, &loss_acc);
+        }
+        if read_clip {
             rec.readback(&mut rb_clip, &opt.adamw.clip);
         }
         rec.submit();
-        if do_log {
-            rb_loss.start();
+        let mut skipped = false;
+        let mut norm = 0.0;
+        if read_clip {
+            if do_log {
+                rb_loss.start();
+            }
             rb_clip.start();
+            let clip: Vec<f32> = bytemuck::pod_collect_to_vec(&rb_clip.wait(gpu)?);
+            norm = clip[0];
+            skipped = clip[2] != 0.0;
+            let used = scaler.scale;
+            if let Some(new) = if f16 { scaler.update(skipped) } else { None } {
+                step.set_loss_scale(gpu, new / a.grad_accum as f32);
+                if skipped {
+                    bar.suspend(|| eprintln!("step {s}: gradients overflowed at loss scale {used}; step skipped, scale -> {new}"));
+                }
+                if new < MIN_SCALE {
+                    bar.abandon();
+                    return Err(Error::Other(format!("step {s}: gradients are not finite even at loss scale {used}; the f16 path cannot train this model (try --precision f32)")));
+                }
+            }
+        }
+        if do_log {
             let l: Vec<f32> = bytemuck::pod_collect_to_vec(&rb_loss.wait(gpu)?);
-            let norm = bytemuck::pod_collect_to_vec::<u8, f32>(&rb_clip.wait(gpu)?)[0];
             let (mtl, con) = (l[2], l[6]);
             let loss = mtl + con;
-            if !loss.is_finite() || !norm.is_finite() {
+            // a skipped f16 step is expected now and then; anything else non-finite is fatal
+            if !(f16 && skipped) && (!loss.is_finite() || !norm.is_finite()) {
                 bar.abandon();
                 let last = if ckpt.exists() { format!("the last good checkpoint is {}", ckpt.display()) } else { "no checkpoint was written".into() };
                 return Err(Error::Other(format!("loss became {loss} (masked-token {mtl}, contrastive {con}, grad norm {norm}) at step {s}; stopping; {last}")));
@@ -220,6 +250,10 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
                 total_time += dt;
             }
             let mut line = serde_json::json!({"step": s, "loss": loss, "mtl_loss": mtl, "contrastive_loss": con, "lr": lr, "seq_per_s": sps, "grad_norm": norm});
+            if f16 {
+                line["loss_scale"] = scaler.scale.into();
+                line["skipped"] = skipped.into();
+            }
             if do_eval {
                 let e = evaluate(gpu, &cfg, eval.as_ref().unwrap(), val_s.as_ref().unwrap(), a)?;
                 line["val_loss"] = e.val_loss.into();
