@@ -154,6 +154,10 @@ struct TrainCli {
     /// adapter has them), f32 master weights and activations, dynamic loss scaling.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
     precision: String,
+    /// With --precision f16: the first loss scale (default 65536; halved on overflow, doubled
+    /// after 2000 clean steps).
+    #[arg(long)]
+    loss_scale: Option<f32>,
     /// Testing aid: poison a parameter with NaN before this step.
     #[arg(long, hide = true)]
     inject_nan_at: Option<usize>,
@@ -232,7 +236,7 @@ fn train(opts: &GpuOptions, c: TrainCli) -> Result<()> {
         grad_accum: c.grad_accum, lr: c.lr, warmup: c.warmup, weight_decay: c.weight_decay, max_grad_norm: c.max_grad_norm,
         text_len: c.text_len, regions: c.regions, three_way: c.three_way, eval_every: c.eval_every, eval_batches: c.eval_batches,
         save_every: c.save_every, log_every: c.log_every, out: c.out, resume: c.resume, seed: c.seed, synth_images: c.synth_images,
-        progress: true, inject_nan_at: c.inject_nan_at, precision: parse_precision(&c.precision)?,
+        progress: true, inject_nan_at: c.inject_nan_at, precision: parse_precision(&c.precision)?, loss_scale: c.loss_scale,
     };
     let s = vlp_engine::train::train(&g, &a)?;
     let first = s.losses.first().copied().unwrap_or_default();

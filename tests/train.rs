@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use vlp_engine::data::{store, synth, Tok};
 use vlp_engine::gpu::Gpu;
+use vlp_engine::ops::matmul::Precision;
 use vlp_engine::train::{train, TrainArgs};
 
 fn world(dir: &Path, images: usize) {
@@ -37,6 +38,28 @@ fn args(data: &Path, out: &Path, steps: usize) -> TrainArgs {
         progress: false,
         ..TrainArgs::default()
     }
+}
+
+#[test]
+fn f16_overflow_halves_the_loss_scale_and_training_goes_on() {
+    // a first loss scale of 2^40 overflows f16 in the first backward matmuls: those steps must be
+    // skipped (parameters untouched), the scale halved each time, and training must then proceed
+    let d = tmp("f16");
+    world(&d.join("data"), 60);
+    let gpu = Gpu::default_device().unwrap();
+    let mut a = args(&d.join("data"), &d.join("out"), 40);
+    a.precision = Precision::F16;
+    a.loss_scale = Some((2f32).powi(40));
+    let s = train(&gpu, &a).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(d.join("out/metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let skipped: Vec<f64> = lines.iter().filter(|l| l["skipped"] == true).map(|l| l["loss_scale"].as_f64().unwrap()).collect();
+    let last = lines.last().unwrap();
+    eprintln!("{} skipped steps, scale after them {:?}, final {last}", skipped.len(), skipped.last());
+    assert!(skipped.len() >= 5, "an overflowing scale skipped only {} steps", skipped.len());
+    assert!(skipped.windows(2).all(|w| w[1] == w[0] / 2.0), "scale not halved per skip: {skipped:?}");
+    assert_eq!(last["skipped"], false);
+    assert!(last["loss"].as_f64().unwrap().is_finite() && (last["loss_scale"].as_f64().unwrap() as f32) < (2f32).powi(40));
+    assert!(s.losses.last().unwrap().1 < s.losses.iter().find(|l| l.1.is_finite()).unwrap().1, "loss did not fall after the skips");
 }
 
 #[test]

@@ -49,6 +49,8 @@ pub struct TrainArgs {
     pub inject_nan_at: Option<usize>,
     /// What the matmuls compute their products in; F16 brings dynamic loss scaling.
     pub precision: Precision,
+    /// F16 only: the first loss scale (default 2^16, as GradScaler).
+    pub loss_scale: Option<f32>,
 }
 
 impl Default for TrainArgs {
@@ -57,7 +59,7 @@ impl Default for TrainArgs {
             config: "tiny".into(), data: None, tokenizer: None, init: None, steps: 300, batch_size: 16, grad_accum: 1, lr: 1e-3,
             warmup: 30, weight_decay: 0.01, max_grad_norm: 1.0, text_len: 32, regions: 6, three_way: false, eval_every: 100,
             eval_batches: 4, save_every: 100, log_every: 10, out: PathBuf::from("runs/pretrain"), resume: false, seed: 42,
-            synth_images: 2000, progress: true, inject_nan_at: None, precision: Precision::F32,
+            synth_images: 2000, progress: true, inject_nan_at: None, precision: Precision::F32, loss_scale: None,
         }
     }
 }
@@ -143,6 +145,9 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
     let val_s = Sampler::new(&data, &tok, "val", a.batch_size, a.text_len, a.regions, contrast, cfg.vocab_size).ok();
     let f16 = a.precision == Precision::F16;
     let mut scaler = if f16 { LossScaler::new() } else { LossScaler::off() };
+    if let (true, Some(s)) = (f16, a.loss_scale) {
+        scaler.scale = s;
+    }
     let step = plan(gpu, &cfg, &params, Some(&grads), train_s.shape, true, scaler.scale / a.grad_accum as f32, a.precision)?;
     let eval = match &val_s { Some(v) => Some(plan(gpu, &cfg, &params, None, v.shape, false, 1.0, a.precision)?), None => None };
     let loss_acc = gpu.zeros("loss_acc", &[8], DType::F32)?;
