@@ -322,8 +322,20 @@ fn info(opts: &GpuOptions) -> Result<()> {
             has(wgpu::Features::TIMESTAMP_QUERY),
             has(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
         );
+        for p in a.cooperative_matrix_properties() {
+            println!("    cooperative matrix {}x{}x{} {:?} -> {:?}", p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type);
+        }
     }
     let g = Gpu::new(opts).context("opening the selected adapter")?;
     println!("would use: {}", g.summary());
+    if g.coop16 {
+        // the check --precision f16 runs before its first matmul, here with its number
+        match vlp_engine::ops::matmul_coop::self_check(&g) {
+            Ok(e) => println!("f16 matmuls: cooperative matrices, self-check max relative difference to fp32+f16 rounding {e:.2e} ({})", if vlp_engine::ops::matmul_coop::usable(&g) { "used" } else { "NOT used" }),
+            Err(e) => println!("f16 matmuls: cooperative-matrix kernel failed ({e}); the fp32 kernels with f16 rounding are used"),
+        }
+    } else {
+        println!("f16 matmuls: fp32 kernels with f16-rounded operands (no 16x16x16 f16 cooperative matrices in subgroups of 32)");
+    }
     Ok(())
 }
