@@ -77,15 +77,20 @@ fn matmuls(c: &mut Criterion) {
     let checked = Gpu::new(&GpuOptions { shader_checks: true, ..GpuOptions::default() }).unwrap();
     for (label, m, n, k, nt) in shapes {
         // each kernel variant side by side, so a regression in either shows
-        for (tile, tname, dev) in [(Tile::T64, "tile64", g), (Tile::T128, "tile128", g), (Tile::T128, "tile128-checked", &checked)] {
+        // "f16": the f16 path's kernel: cooperative matrices where the adapter has them, else
+        // the 128 tile rounding its operands to f16
+        let f16 = if vlp_engine::ops::matmul_coop::usable(g) { "f16-coop" } else { "f16-rounded-tile128" };
+        let variants = [(Tile::T64, "tile64", g, Precision::F32), (Tile::T128, "tile128", g, Precision::F32), (Tile::T128, "tile128-checked", &checked, Precision::F32), (Tile::T128, f16, g, Precision::F16)];
+        for (tile, tname, dev, precision) in variants {
             let (a, b, cc) = (filled(dev, m * k), filled(dev, k * n), dev.zeros("c", &[m * n], DType::F32).unwrap());
             let mut d = MatmulDesc::new(m, n, k);
             d.tile = tile;
+            d.precision = precision;
             if nt {
                 d.b = Layout::rm(n, k).t();
             }
             let disp = matmul(dev, &d, &a, &b, &cc, None, None).unwrap();
-            bench_list(c, dev, "matmul_fp32 (elem = FLOP)", format!("{tname} {label} {m}x{n}x{k}"), Throughput::Elements(d.flops() as u64), vec![disp]);
+            bench_list(c, dev, "matmul (elem = FLOP)", format!("{tname} {label} {m}x{n}x{k}"), Throughput::Elements(d.flops() as u64), vec![disp]);
         }
     }
 }

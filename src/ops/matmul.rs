@@ -372,12 +372,21 @@ mod tests {
             let (to_rounded, to_exact) = (worst(&rounded), worst(&exact));
             assert!(to_exact > 10.0 * to_rounded, "f16 result {to_exact} from exact fp32 but {to_rounded} from the rounded reference: operands were not rounded");
         }
-        // beyond f16's range an operand becomes inf, as a real conversion gives
-        let d = MatmulDesc { precision: Precision::F16, ..MatmulDesc::new(1, 1, 1) };
-        let (at, bt) = (g.upload_f32("a", &[1], &[70000.0]).unwrap(), g.upload_f32("b", &[1], &[1.0]).unwrap());
-        let ct = g.zeros("c", &[1], crate::gpu::DType::F32).unwrap();
+        // the rounding itself, exactly as a real f32 -> f16 conversion: C = A x 1 with k = 1 returns
+        // each rounded operand (normal and subnormal f16 range, ties, the overflow edge, signs)
+        let mut xs: Vec<f32> = vec![0.0, 1.0 + 1.0 / 2048.0, 1.0 + 3.0 / 2048.0, 65504.0, 65519.0, 65520.0, 70000.0, 6.1e-5, 3.0e-8, 2.9e-8, 1e-9];
+        for i in 0..400 {
+            let e = (i % 48) as i32 - 30; // 2^-30 .. 2^17
+            xs.push((1.0 + r.uniform()) * (2f32).powi(e) * if i % 3 == 0 { -1.0 } else { 1.0 });
+        }
+        let d = MatmulDesc { precision: Precision::F16, ..MatmulDesc::new(xs.len(), 1, 1) };
+        let (at, bt) = (g.upload_f32("a", &[xs.len()], &xs).unwrap(), g.upload_f32("b", &[1], &[1.0]).unwrap());
+        let ct = g.zeros("c", &[xs.len()], crate::gpu::DType::F32).unwrap();
         g.run([&matmul(g, &d, &at, &bt, &ct, None, None).unwrap()]).unwrap();
-        assert_eq!(g.read_f32(&ct).unwrap()[0], f32::INFINITY);
+        for (x, got) in xs.iter().zip(g.read_f32(&ct).unwrap()) {
+            let want = half::f16::from_f32(*x).to_f32();
+            assert!(got == want || (got == 0.0 && want == 0.0), "f16 rounding of {x:e}: {got:e}, want {want:e}");
+        }
     }
 
     #[test]
