@@ -7,8 +7,9 @@ use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, Tensor};
 use crate::Result;
 
 /// Which kernel: `T64` (64x64 tile, 4x4 per thread) or `T128` (128x128, 8x8 per thread, for large
-/// M and N). `Auto` takes T128 when M and N are both at least 96: on lavapipe it is 2.5x faster
-/// even at Oscar's 120 rows, where a 128-row tile is 6 % empty (cargo bench --bench kernels).
+/// M and N). `Auto` takes T128 unless its padded output area is more than twice the 64 tile's: on
+/// lavapipe it is 2.5-3x faster per useful FLOP even at Oscar's 120 rows (6 % of a 128-row tile
+/// empty), and for the masked-token decoder (80 x 30522 x 64 and its 30522 x 64 weight gradient).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tile {
     Auto,
@@ -105,7 +106,9 @@ impl MatmulDesc {
     /// The kernel `matmul` will use.
     pub fn chosen_tile(&self) -> Tile {
         match self.tile {
-            Tile::Auto if self.m >= 96 && self.n >= 96 => Tile::T128,
+            // the 128 tile does 2.5-3x the useful FLOP/s of the 64 tile on lavapipe (README), so it
+            // wins while padding to it costs at most twice the padded 64-tile work
+            Tile::Auto if padded(self.m, self.n, 128) <= 2 * padded(self.m, self.n, 64) => Tile::T128,
             Tile::Auto => Tile::T64,
             t => t,
         }
@@ -113,6 +116,10 @@ impl MatmulDesc {
     pub fn flops(&self) -> f64 {
         2.0 * (self.m * self.n * self.k * self.batch[0] * self.batch[1]) as f64
     }
+}
+
+fn padded(m: usize, n: usize, tile: usize) -> usize {
+    m.div_ceil(tile) * n.div_ceil(tile) * tile * tile
 }
 
 #[repr(C)]
