@@ -5,29 +5,28 @@
 # the unit tests that need the GPU's features (cooperative matrices). Results go to $OUT (or
 # ./gpu-results).
 #
-# Here (no GPU needed):
-#   bash ../shared/gpu-host/prepare.sh                 # Vulkan loader kit -> .gl/
-#   cargo build --release && cargo bench --no-run && cargo test --release --lib --no-run
-#   cp target/release/vlp-engine .gl/ && cp "$(ls -t target/release/deps/kernels-* | grep -v '\.d$' | head -1)" .gl/kernels
-#   cp "$(ls -t target/release/deps/vlp_engine-* | grep -v '\.d$' | head -1)" .gl/unit-tests
+# Here (no GPU needed): bash tools/gpu_pack.sh   (loader kit + the three binaries -> .gl/)
 # On the host (device tool: carry .gl):
 #   source .gl/env.sh; bash tools/gpu_session.sh [batch]
+# A dry run of the mechanics on any machine: CONFIG=tiny STEPS=1 PY=/opt/torchenv/bin/python3 bash tools/gpu_session.sh 2
 set -uo pipefail
 out=${OUT:-gpu-results}
 mkdir -p "$out"
 b=${1:-128}
+steps=${STEPS:-10}
+py=${PY:-python3}
 bin=.gl/vlp-engine
-shape="--config base --batch $b --text 70 --regions 50"
+shape="--config ${CONFIG:-base} --batch $b --text 70 --regions 50"
 run() { echo "== $*" | tee -a "$out/log.txt"; "$@" 2>&1 | tee -a "$out/log.txt"; }
 run "$bin" info
 run .gl/unit-tests coop f16 --nocapture
 for p in f32 f16; do
-  run "$bin" bench $shape --precision $p --steps 10 --profile
-  "$bin" bench $shape --precision $p --steps 10 --json > "$out/bench_$p.json" 2>>"$out/log.txt"
+  run "$bin" bench $shape --precision $p --steps $steps --profile
+  "$bin" bench $shape --precision $p --steps $steps --json > "$out/bench_$p.json" 2>>"$out/log.txt"
 done
 for p in fp32 tf32 bf16; do
-  run python3 tools/torch_baseline.py $shape --precision $p --steps 10
+  run "$py" tools/torch_baseline.py $shape --precision $p --steps $steps
 done
-VLP_BENCH_BATCH=$b run .gl/kernels --bench matmul
-run "$bin" bench --config base --batch $b --text 70 --regions 50 --mode infer --steps 10
+VLP_BENCH_BATCH=$b run .gl/kernels --bench ${KERNELS:-matmul}
+run "$bin" bench $shape --mode infer --steps $steps
 echo "results in $out"
