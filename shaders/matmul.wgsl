@@ -9,6 +9,10 @@
 // `pre` (same layout as C, for the GELU backward); ACT 0 none, 1 GELU (erf), 2 tanh. ROUND_F16
 // rounds A and B to f16 as they are staged: the f16 path's products (matmul_coop.wgsl) computed
 // in fp32, for adapters without cooperative matrices and as the oracle for that kernel.
+// Split-K (k_chunk > 0, unbatched only): workgroup layer z sums k in [z*k_chunk, (z+1)*k_chunk) and
+// writes alpha * its partial product, raw, to slice z of C (a scratch [splits, m, n], c_bs1 = m*n);
+// `splitk_reduce` then sums the slices into the real C with the epilogue. For long K and few
+// output tiles (the masked-token decoder's input gradient: 80 x 64 x 30522 is one 128 tile).
 // The backward of a matmul is two more matmuls (dA = dC op(B)^T, dB = op(A)^T dC), see ops/matmul.rs.
 
 override HAS_BIAS: bool = false;
@@ -34,7 +38,7 @@ struct Params {
     a_bs2: u32, b_off: u32, b_rs: u32, b_cs: u32,
     b_bs1: u32, b_bs2: u32, c_off: u32, c_rs: u32,
     c_bs1: u32, c_bs2: u32, bias_off: u32, pre_off: u32,
-    alpha: f32, beta: f32, _p0: u32, _p1: u32,
+    alpha: f32, beta: f32, k_chunk: u32, splits: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -44,6 +48,15 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> pre: array<f32>;
 
+struct Split { b1: u32, b2: u32, kb: u32, ke: u32 }
+
+// Workgroup layer z: a (batch1, batch2) pair, or with split-K a k range and scratch slice z.
+fn split(z: u32) -> Split {
+    if (p.k_chunk == 0u) { return Split(z / p.batch2, z % p.batch2, 0u, p.k); }
+    let kb = z * p.k_chunk;
+    return Split(z, 0u, kb, min(p.k, kb + p.k_chunk));
+}
+
 const TILE: u32 = 64u;
 const TK: u32 = 16u;
 var<workgroup> sa: array<f32, 1024>; // [TK][TILE], k-major
@@ -51,25 +64,24 @@ var<workgroup> sb: array<f32, 1024>; // [TK][TILE]
 
 @compute @workgroup_size(16, 16, 1)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let b1 = wid.z / p.batch2;
-    let b2 = wid.z % p.batch2;
-    let abase = p.a_off + b1 * p.a_bs1 + b2 * p.a_bs2;
-    let bbase = p.b_off + b1 * p.b_bs1 + b2 * p.b_bs2;
-    let cbase = b1 * p.c_bs1 + b2 * p.c_bs2;
+    let sp = split(wid.z);
+    let abase = p.a_off + sp.b1 * p.a_bs1 + sp.b2 * p.a_bs2;
+    let bbase = p.b_off + sp.b1 * p.b_bs1 + sp.b2 * p.b_bs2;
+    let cbase = sp.b1 * p.c_bs1 + sp.b2 * p.c_bs2;
     let m0 = wid.y * TILE;
     let n0 = wid.x * TILE;
     let tid = lid.y * 16u + lid.x;
     var acc: array<f32, 16>;
     for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
 
-    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+    for (var k0 = sp.kb; k0 < sp.ke; k0 += TK) {
         for (var r = 0u; r < 4u; r++) {
             let e = tid + 256u * r;
             // A tile: consecutive threads walk k, which is contiguous for row-major A.
             let ak = e % TK;
             let am = e / TK;
             var av = 0.0;
-            if (m0 + am < p.m && k0 + ak < p.k) {
+            if (m0 + am < p.m && k0 + ak < sp.ke) {
                 av = a[abase + (m0 + am) * p.a_rs + (k0 + ak) * p.a_cs];
             }
             if (ROUND_F16) { av = round_f16(av); }
@@ -78,7 +90,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             let bn = e % TILE;
             let bk = e / TILE;
             var bv = 0.0;
-            if (n0 + bn < p.n && k0 + bk < p.k) {
+            if (n0 + bn < p.n && k0 + bk < sp.ke) {
                 bv = b[bbase + (k0 + bk) * p.b_rs + (n0 + bn) * p.b_cs];
             }
             if (ROUND_F16) { bv = round_f16(bv); }
@@ -109,6 +121,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             if (col >= p.n) { continue; }
             let ci = cbase + row * p.c_rs + col;
             var v = p.alpha * acc[i * 4u + j];
+            if (p.k_chunk != 0u) { c[p.c_off + ci] = v; continue; }
             if (HAS_BIAS) { v += bias[p.bias_off + col]; }
             if (STORE_PRE) { pre[p.pre_off + ci] = v; }
             if (ACT == 1u) { v = gelu_f32(v); } else if (ACT == 2u) { v = tanh_f32(v); }
@@ -131,8 +144,8 @@ const TK2: u32 = 8u;
 var<workgroup> sa2: array<vec4<f32>, 256>; // [TK2][T2 / 4]
 var<workgroup> sb2: array<vec4<f32>, 256>;
 
-fn load_a(abase: u32, row: u32, k: u32) -> f32 {
-    if (row < p.m && k < p.k) {
+fn load_a(abase: u32, row: u32, k: u32, ke: u32) -> f32 {
+    if (row < p.m && k < ke) {
         let v = a[abase + row * p.a_rs + k * p.a_cs];
         if (ROUND_F16) { return round_f16(v); }
         return v;
@@ -140,8 +153,8 @@ fn load_a(abase: u32, row: u32, k: u32) -> f32 {
     return 0.0;
 }
 
-fn load_b(bbase: u32, k: u32, col: u32) -> f32 {
-    if (col < p.n && k < p.k) {
+fn load_b(bbase: u32, k: u32, col: u32, ke: u32) -> f32 {
+    if (col < p.n && k < ke) {
         let v = b[bbase + k * p.b_rs + col * p.b_cs];
         if (ROUND_F16) { return round_f16(v); }
         return v;
@@ -151,11 +164,10 @@ fn load_b(bbase: u32, k: u32, col: u32) -> f32 {
 
 @compute @workgroup_size(16, 16, 1)
 fn matmul128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let b1 = wid.z / p.batch2;
-    let b2 = wid.z % p.batch2;
-    let abase = p.a_off + b1 * p.a_bs1 + b2 * p.a_bs2;
-    let bbase = p.b_off + b1 * p.b_bs1 + b2 * p.b_bs2;
-    let cbase = b1 * p.c_bs1 + b2 * p.c_bs2;
+    let sp = split(wid.z);
+    let abase = p.a_off + sp.b1 * p.a_bs1 + sp.b2 * p.a_bs2;
+    let bbase = p.b_off + sp.b1 * p.b_bs1 + sp.b2 * p.b_bs2;
+    let cbase = sp.b1 * p.c_bs1 + sp.b2 * p.c_bs2;
     let m0 = wid.y * T2;
     let n0 = wid.x * T2;
     let tid = lid.y * 16u + lid.x;
@@ -164,12 +176,13 @@ fn matmul128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     // loader mapping: thread -> (k = tid % 8, group of 4 rows/cols = tid / 8), 32 groups x 8 k
     let lk = tid % TK2;
     let lg = tid / TK2;
-    for (var k0 = 0u; k0 < p.k; k0 += TK2) {
+    for (var k0 = sp.kb; k0 < sp.ke; k0 += TK2) {
         let k = k0 + lk;
         let r = m0 + lg * 4u;
-        sa2[lk * 32u + lg] = vec4<f32>(load_a(abase, r, k), load_a(abase, r + 1u, k), load_a(abase, r + 2u, k), load_a(abase, r + 3u, k));
+        let ke = sp.ke;
+        sa2[lk * 32u + lg] = vec4<f32>(load_a(abase, r, k, ke), load_a(abase, r + 1u, k, ke), load_a(abase, r + 2u, k, ke), load_a(abase, r + 3u, k, ke));
         let c = n0 + lg * 4u;
-        sb2[lk * 32u + lg] = vec4<f32>(load_b(bbase, k, c), load_b(bbase, k, c + 1u), load_b(bbase, k, c + 2u), load_b(bbase, k, c + 3u));
+        sb2[lk * 32u + lg] = vec4<f32>(load_b(bbase, k, c, ke), load_b(bbase, k, c + 1u, ke), load_b(bbase, k, c + 2u, ke), load_b(bbase, k, c + 3u, ke));
         workgroupBarrier();
         for (var kk = 0u; kk < TK2; kk++) {
             let a0 = sa2[kk * 32u + lid.y];
@@ -197,6 +210,7 @@ fn matmul128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
                 if (col >= p.n) { continue; }
                 let ci = cbase + row * p.c_rs + col;
                 var v = p.alpha * v4[j];
+                if (p.k_chunk != 0u) { c[p.c_off + ci] = v; continue; }
                 if (HAS_BIAS) { v += bias[p.bias_off + col]; }
                 if (STORE_PRE) { pre[p.pre_off + ci] = v; }
                 if (ACT == 1u) { v = gelu_f32(v); } else if (ACT == 2u) { v = tanh_f32(v); }
@@ -205,4 +219,24 @@ fn matmul128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
             }
         }
     }
+}
+
+// splitk_reduce — C = sum over the `splits` slices of the scratch (bound as `a`, [splits, m, n])
+// with the usual epilogue (bias, pre, activation, beta). One thread per element of C, 256 per
+// workgroup, grid = grid(ceil(m*n / 256)).
+@compute @workgroup_size(256, 1, 1)
+fn splitk_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = lin_wg(wid, nwg) * 256u + lid.x;
+    let mn = p.m * p.n;
+    if (i >= mn) { return; }
+    let row = i / p.n;
+    let col = i % p.n;
+    var v = 0.0;
+    for (var z = 0u; z < p.splits; z++) { v += a[p.a_off + z * mn + i]; }
+    let ci = row * p.c_rs + col;
+    if (HAS_BIAS) { v += bias[p.bias_off + col]; }
+    if (STORE_PRE) { pre[p.pre_off + ci] = v; }
+    if (ACT == 1u) { v = gelu_f32(v); } else if (ACT == 2u) { v = tanh_f32(v); }
+    if (p.beta != 0.0) { v += p.beta * c[p.c_off + ci]; }
+    c[p.c_off + ci] = v;
 }

@@ -11,7 +11,7 @@ use super::plan::{Acts, DActs, LayerActs};
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::ops::attention::{Attention, MaskKind, Seq};
 use crate::ops::cross_entropy::CrossEntropy;
-use crate::ops::matmul::{matmul, Act, Layout, Linear, Precision};
+use crate::ops::matmul::{matmul, matmul_auto, Act, Layout, Linear, Precision};
 use crate::ops::rows::{place, take, Segment};
 use crate::ops::{dropout, elementwise, embedding, layernorm, reduce};
 use crate::Result;
@@ -63,6 +63,8 @@ struct Ctx<'a> {
     ph: f32,
     pa: f32,
     prec: Precision,
+    /// Split-K scratch for the backward matmuls.
+    split: Option<&'a Tensor>,
 }
 
 impl<'a> Ctx<'a> {
@@ -161,7 +163,7 @@ fn embeddings_backward(x: &Ctx, d: &DActs, gr: &ParamSet, v: &mut Vec<Dispatch>)
             None => &d.dei,
         };
         let lin = x.lin(br, c.img_feature_dim, h);
-        v.extend(lin.backward(g, &i.img, &x.w("bert.img_embedding.weight")?, dy, None, &gr.get("bert.img_embedding.weight")?, Some(&gr.get("bert.img_embedding.bias")?), false)?);
+        v.extend(lin.backward_split(g, &i.img, &x.w("bert.img_embedding.weight")?, dy, None, &gr.get("bert.img_embedding.weight")?, Some(&gr.get("bert.img_embedding.bias")?), false, x.split)?);
     }
     Ok(())
 }
@@ -205,25 +207,25 @@ fn layer_backward(x: &Ctx, l: usize, input: &Tensor, la: &LayerActs, d: &DActs, 
     v.extend(layernorm::layernorm_backward(g, &la.y2, &w("output.LayerNorm.weight")?, &la.st2, dout, &d.dy2, &dw("output.LayerNorm.weight")?, &dw("output.LayerNorm.bias")?, rows, h, false)?);
     v.push(dropout::dropout_backward(g, &d.dy2, &d.dt, &i.seed, x.ph, stream(l, S_FFN_OUT), false)?);
     let down = x.lin(rows, f, h);
-    v.extend(down.backward(g, &la.u, &w("output.dense.weight")?, &d.dt, Some(&d.dffn), &dw("output.dense.weight")?, Some(&dw("output.dense.bias")?), false)?);
+    v.extend(down.backward_split(g, &la.u, &w("output.dense.weight")?, &d.dt, Some(&d.dffn), &dw("output.dense.weight")?, Some(&dw("output.dense.bias")?), false, x.split)?);
     v.push(elementwise::gelu_backward(g, &la.upre, &d.dffn, &la.u, false)?); // u now holds dU_pre
     let up = x.lin(rows, h, f);
-    v.extend(up.backward(g, &la.a, &w("intermediate.dense.weight")?, &la.u, Some(&d.dy2), &dw("intermediate.dense.weight")?, Some(&dw("intermediate.dense.bias")?), true)?);
+    v.extend(up.backward_split(g, &la.a, &w("intermediate.dense.weight")?, &la.u, Some(&d.dy2), &dw("intermediate.dense.weight")?, Some(&dw("intermediate.dense.bias")?), true, x.split)?);
     v.extend(layernorm::layernorm_backward(g, &la.y1, &w("attention.output.LayerNorm.weight")?, &la.st1, &d.dy2, din, &dw("attention.output.LayerNorm.weight")?, &dw("attention.output.LayerNorm.bias")?, rows, h, false)?);
     // attention output projection and its dropout; din already holds the residual gradient
     v.push(dropout::dropout_backward(g, din, &d.dt, &i.seed, x.ph, stream(l, S_ATTN_OUT), false)?);
     let lin = x.lin(rows, h, h);
-    v.extend(lin.backward(g, &la.ctx, &w("attention.output.dense.weight")?, &d.dt, Some(&d.dctx), &dw("attention.output.dense.weight")?, Some(&dw("attention.output.dense.bias")?), false)?);
+    v.extend(lin.backward_split(g, &la.ctx, &w("attention.output.dense.weight")?, &d.dt, Some(&d.dctx), &dw("attention.output.dense.weight")?, Some(&dw("attention.output.dense.bias")?), false, x.split)?);
     let (q, k, vv) = (Seq::new(&la.qkv, 0, 3 * h), Seq::new(&la.qkv, h, 3 * h), Seq::new(&la.qkv, 2 * h, 3 * h));
     let (dq, dk, dv) = (Seq::new(&d.dqkv, 0, 3 * h), Seq::new(&d.dqkv, h, 3 * h), Seq::new(&d.dqkv, 2 * h, 3 * h));
     v.extend(x.attention(l).backward(g, q, k, vv, Seq::new(&d.dctx, 0, h), dq, dk, dv, &la.probs, &la.pd, &a.scores, &i.seed)?);
     for (j, n) in QKV.iter().enumerate() {
         let mut dxd = lin.dx_desc(true);
         dxd.a = x.qkv_col(j);
-        v.push(matmul(g, &dxd, &d.dqkv, &w(&format!("{n}.weight"))?, din, None, None)?);
+        v.extend(matmul_auto(g, &dxd, &d.dqkv, &w(&format!("{n}.weight"))?, din, None, None, x.split)?);
         let mut dwd = lin.dw_desc();
         dwd.a = x.qkv_col(j).t();
-        v.push(matmul(g, &dwd, &d.dqkv, input, &dw(&format!("{n}.weight"))?, None, None)?);
+        v.extend(matmul_auto(g, &dwd, &d.dqkv, input, &dw(&format!("{n}.weight"))?, None, None, x.split)?);
         v.push(reduce::colsum_strided(g, &d.dqkv, j * h, 3 * h, &dw(&format!("{n}.bias"))?, rows, h, true)?);
     }
     Ok(())
@@ -265,20 +267,20 @@ fn heads_backward(x: &Ctx, d: &DActs, gr: &ParamSet, hid: &Tensor, dhid: &Tensor
     v.push(ce.backward(g, &a.logits, &i.mlm_labels, &a.ce_mlm, &a.losses.view(0, &[3])?, &d.dlogits, scale)?);
     let dec = x.lin(m, h, c.vocab_size);
     let word = format!("{EMB}word_embeddings.weight");
-    v.extend(dec.backward(g, &a.tl, &x.w(&word)?, &d.dlogits, Some(&d.dtl), &gr.get(&word)?, Some(&gr.get("cls.predictions.bias")?), false)?);
+    v.extend(dec.backward_split(g, &a.tl, &x.w(&word)?, &d.dlogits, Some(&d.dtl), &gr.get(&word)?, Some(&gr.get("cls.predictions.bias")?), false, x.split)?);
     let ln = "cls.predictions.transform.LayerNorm";
     v.extend(layernorm::layernorm_backward(g, &a.tg, &x.w(&format!("{ln}.weight"))?, &a.st_t, &d.dtl, &d.dtg, &gr.get(&format!("{ln}.weight"))?, &gr.get(&format!("{ln}.bias"))?, m, h, false)?);
     v.push(elementwise::gelu_backward(g, &a.tpre, &d.dtg, &d.dtl, false)?);
     let tr = x.lin(m, h, h);
     let t = "cls.predictions.transform.dense";
-    v.extend(tr.backward(g, &a.hm, &x.w(&format!("{t}.weight"))?, &d.dtl, Some(&d.dhm), &gr.get(&format!("{t}.weight"))?, Some(&gr.get(&format!("{t}.bias"))?), false)?);
+    v.extend(tr.backward_split(g, &a.hm, &x.w(&format!("{t}.weight"))?, &d.dtl, Some(&d.dhm), &gr.get(&format!("{t}.weight"))?, Some(&gr.get(&format!("{t}.bias"))?), false, x.split)?);
     v.push(embedding::scatter_add(g, &i.mlm_index, &d.dhm, dhid, m, x.rows(), h)?);
     // contrastive head and pooler
     let ce = CrossEntropy { rows: b, vocab: c.num_contrast_classes, ignore_index: -1 };
     loss_grads.push(v.len());
     v.push(ce.backward(g, &a.clog, &i.con_labels, &a.ce_con, &a.losses.view(4, &[3])?, &d.dclog, scale)?);
     let cls = x.lin(b, h, c.num_contrast_classes);
-    v.extend(cls.backward(g, &a.pooled, &x.w("cls.seq_relationship.weight")?, &d.dclog, Some(&d.dpooled), &gr.get("cls.seq_relationship.weight")?, Some(&gr.get("cls.seq_relationship.bias")?), false)?);
+    v.extend(cls.backward_split(g, &a.pooled, &x.w("cls.seq_relationship.weight")?, &d.dclog, Some(&d.dpooled), &gr.get("cls.seq_relationship.weight")?, Some(&gr.get("cls.seq_relationship.bias")?), false, x.split)?);
     v.push(elementwise::tanh_backward(g, &a.pooled, &d.dpooled, &d.dppre, false)?);
     let pool = x.lin(b, h, h);
     let mut dwd = pool.dw_desc();
@@ -301,7 +303,7 @@ pub fn plan(gpu: &Gpu, c: &Config, params: &ParamSet, grads: Option<&ParamSet>, 
     let inputs = Inputs::new(gpu, &s, c)?;
     let (acts, dacts, act_bytes, grad_act_bytes) = Acts::new(gpu, c, &s, grads.is_some())?;
     let (ph, pa) = if dropout { (c.hidden_dropout_prob, c.attention_probs_dropout_prob) } else { (0.0, 0.0) };
-    let x = Ctx { gpu, c, s, p: params, inp: &inputs, a: &acts, ph, pa, prec };
+    let x = Ctx { gpu, c, s, p: params, inp: &inputs, a: &acts, ph, pa, prec, split: dacts.as_ref().map(|d| &d.split) };
     let mut forward = Vec::new();
     embeddings_forward(&x, &mut forward)?;
     let mut input = &acts.x0;

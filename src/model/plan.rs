@@ -68,6 +68,19 @@ pub struct DActs {
     pub de: Tensor,
     pub dei: Tensor,
     pub dei_pre: Tensor,
+    /// Split-K partial products (ops::matmul::matmul_split), shared by every backward matmul.
+    pub split: Tensor,
+}
+
+/// The largest split-K scratch any backward matmul of this shape asks for.
+fn split_scratch(c: &Config, s: &Shape) -> usize {
+    use crate::ops::matmul::Linear;
+    let (h, f, rows, m) = (c.hidden_size, c.intermediate_size, s.rows(), s.masked);
+    [(rows, h, h), (rows, h, f), (rows, f, h), (s.batch * s.regions, c.img_feature_dim, h), (m, h, h), (m, h, c.vocab_size), (s.batch, h, h), (s.batch, h, c.num_contrast_classes)]
+        .iter()
+        .map(|&(r, i, o)| Linear::new(r, i, o).split_scratch())
+        .max()
+        .unwrap_or(0)
 }
 
 struct Alloc<'a> {
@@ -151,6 +164,7 @@ impl Acts {
                 de: al.f("d.emb_text_pre", bt * h)?,
                 dei: al.f("d.emb_img", br * h)?,
                 dei_pre: al.f("d.emb_img_pre", br * h)?,
+                split: al.f("d.split_k", split_scratch(c, s))?,
             })
         } else {
             None

@@ -1,7 +1,7 @@
 //! Batched, strided matmul with bias / GELU / tanh epilogues (shaders/matmul.wgsl), and `Linear`,
 //! the PyTorch-layout (weight [out, in]) forward and backward built from it.
 //! Backward of C = A B: dA = dC B^T, dB = A^T dC — the same kernel with swapped strides.
-use super::check_len;
+use super::{check_len, grid_elems};
 use crate::ensure_shape;
 use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, Tensor};
 use crate::Result;
@@ -130,7 +130,7 @@ struct Params {
     a_bs2: u32, b_off: u32, b_rs: u32, b_cs: u32,
     b_bs1: u32, b_bs2: u32, c_off: u32, c_rs: u32,
     c_bs1: u32, c_bs2: u32, bias_off: u32, pre_off: u32,
-    alpha: f32, beta: f32, _p0: u32, _p1: u32,
+    alpha: f32, beta: f32, k_chunk: u32, splits: u32,
 }
 
 const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite];
@@ -141,24 +141,82 @@ pub fn matmul(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor, bia
     build(gpu, d, a, b, c, bias, pre, coop)
 }
 
-/// `matmul` with the kernel choice made: `coop` takes the cooperative-matrix kernel (F16 only).
-pub(crate) fn build(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor, bias: Option<&Tensor>, pre: Option<&Tensor>, coop: bool) -> Result<Dispatch> {
-    const OP: &str = "matmul";
-    ensure_shape!(OP, d.m > 0 && d.n > 0 && d.k > 0 && d.batch[0] > 0 && d.batch[1] > 0, "empty matmul {:?}", (d.m, d.n, d.k, d.batch));
-    ensure_shape!(OP, d.c.cs == 1, "C must have unit column stride");
-    check_len(OP, "A", a, d.a.last(d.m, d.k, d.batch) + 1)?;
-    check_len(OP, "B", b, d.b.last(d.k, d.n, d.batch) + 1)?;
-    check_len(OP, "C", c, d.c.last(d.m, d.n, d.batch) + 1)?;
-    ensure_shape!(OP, bias.is_some() == d.bias_off.is_some(), "bias tensor and bias_off must come together");
-    ensure_shape!(OP, pre.is_some() == d.pre_off.is_some(), "pre tensor and pre_off must come together");
-    if let (Some(t), Some(o)) = (bias, d.bias_off) {
-        check_len(OP, "bias", t, o + d.n)?;
+/// How many K slices `matmul_split` should use for `d`: enough that the output tiles times the
+/// slices make about 128 workgroups (an H200 has 132 SMs; lavapipe needs far fewer but loses little),
+/// at least 512 of K per slice, and 1 for batched problems or short K.
+pub fn split_count(d: &MatmulDesc) -> usize {
+    let t = if d.chosen_tile() == Tile::T128 { 128 } else { 64 };
+    let tiles = d.m.div_ceil(t) * d.n.div_ceil(t);
+    if d.batch != [1, 1] || tiles >= 64 || d.k < 1024 {
+        return 1;
     }
-    if let (Some(t), Some(o)) = (pre, d.pre_off) {
-        check_len(OP, "pre", t, o + d.c.last(d.m, d.n, d.batch) - d.c.off + 1)?;
+    128usize.div_ceil(tiles).min(d.k / 512).max(1)
+}
+
+/// Elements of scratch `matmul_split` needs for `splits` slices.
+pub fn split_scratch_len(d: &MatmulDesc, splits: usize) -> usize {
+    if splits > 1 { splits * d.m * d.n } else { 0 }
+}
+
+/// `matmul` with K cut into `splits` slices computed in parallel into `scratch` [splits, m, n], then
+/// summed into C with the epilogue (`splitk_reduce`): for long K and few output tiles, where one
+/// workgroup per tile would leave most of the GPU (or all but one CPU core) idle. With
+/// `splits <= 1`, or on the cooperative-matrix path, it is the plain `matmul`.
+pub fn matmul_split(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor, bias: Option<&Tensor>, pre: Option<&Tensor>, scratch: &Tensor, splits: usize) -> Result<Vec<Dispatch>> {
+    let coop = d.precision == Precision::F16 && super::matmul_coop::usable(gpu);
+    if splits <= 1 || coop {
+        return Ok(vec![build(gpu, d, a, b, c, bias, pre, coop)?]);
     }
+    const OP: &str = "matmul_split";
+    ensure_shape!(OP, d.batch == [1, 1], "split-K is for unbatched matmuls, got batch {:?}", d.batch);
+    check_len(OP, "scratch", scratch, splits * d.m * d.n)?;
+    check(d, a, b, c, bias, pre)?;
+    let chunk = d.k.div_ceil(splits);
+    let splits = d.k.div_ceil(chunk);
     let u = |x: usize| x as u32;
-    let p = Params {
+    let mut p = full_params(d, a, b, c, bias, pre);
+    p.k_chunk = u(chunk);
+    p.splits = u(splits);
+    p.a_bs1 = 0;
+    p.b_bs1 = 0;
+    p.c_off = scratch.off();
+    p.c_rs = u(d.n);
+    p.c_bs1 = u(d.m * d.n);
+    p.beta = 0.0;
+    let (entry, tile) = if d.chosen_tile() == Tile::T128 { ("matmul128", 128) } else { ("matmul", 64) };
+    let mut spec = KernelSpec::new("matmul", entry, BINDS);
+    if d.precision == Precision::F16 {
+        spec = spec.constant("ROUND_F16", 1.0);
+    }
+    let groups = [u(d.n.div_ceil(tile)), u(d.m.div_ceil(tile)), u(splits)];
+    let (dr, dw) = (gpu.dummy_read(), gpu.dummy_write());
+    let bytes = 4.0 * (d.m * d.k + d.k * d.n + splits * d.m * d.n) as f64;
+    let partial = Dispatch::new(gpu, &spec, &p, &[a, b, scratch, dr, dw], groups)?.cost(d.flops(), bytes);
+    // the reduce: scratch as A, the real C / bias / pre / epilogue
+    let mut r = full_params(d, a, b, c, bias, pre);
+    r.a_off = scratch.off();
+    r.splits = u(splits);
+    let rspec = KernelSpec::new("matmul", "splitk_reduce", BINDS)
+        .constant("HAS_BIAS", bias.is_some() as u32 as f64)
+        .constant("STORE_PRE", pre.is_some() as u32 as f64)
+        .constant("ACT", match d.act { Act::None => 0.0, Act::Gelu => 1.0, Act::Tanh => 2.0 });
+    let reduce = Dispatch::new(gpu, &rspec, &r, &[scratch, dr, c, bias.unwrap_or(dr), pre.unwrap_or(dw)], grid_elems(d.m * d.n))?
+        .cost(0.0, 4.0 * ((splits + 2) * d.m * d.n) as f64);
+    Ok(vec![partial, reduce])
+}
+
+/// The parameters of `d` as one unsplit dispatch.
+/// `matmul`, split over K when `split_count` asks for it and `scratch` has room (it may be None).
+pub fn matmul_auto(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor, bias: Option<&Tensor>, pre: Option<&Tensor>, scratch: Option<&Tensor>) -> Result<Vec<Dispatch>> {
+    match scratch {
+        Some(s) => matmul_split(gpu, d, a, b, c, bias, pre, s, split_count(d).min(s.numel() / (d.m * d.n))),
+        None => Ok(vec![matmul(gpu, d, a, b, c, bias, pre)?]),
+    }
+}
+
+fn full_params(d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor, bias: Option<&Tensor>, pre: Option<&Tensor>) -> Params {
+    let u = |x: usize| x as u32;
+    Params {
         m: u(d.m), n: u(d.n), k: u(d.k), batch2: u(d.batch[1]),
         a_off: a.off() + u(d.a.off), a_rs: u(d.a.rs), a_cs: u(d.a.cs), a_bs1: u(d.a.bs[0]),
         a_bs2: u(d.a.bs[1]), b_off: b.off() + u(d.b.off), b_rs: u(d.b.rs), b_cs: u(d.b.cs),
@@ -166,8 +224,15 @@ pub(crate) fn build(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tenso
         c_bs1: u(d.c.bs[0]), c_bs2: u(d.c.bs[1]),
         bias_off: bias.map_or(0, |t| t.off() + u(d.bias_off.unwrap())),
         pre_off: pre.map_or(0, |t| t.off() + u(d.pre_off.unwrap())),
-        alpha: d.alpha, beta: d.beta, _p0: 0, _p1: 0,
-    };
+        alpha: d.alpha, beta: d.beta, k_chunk: 0, splits: 0,
+    }
+}
+
+/// `matmul` with the kernel choice made: `coop` takes the cooperative-matrix kernel (F16 only).
+pub(crate) fn build(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor, bias: Option<&Tensor>, pre: Option<&Tensor>, coop: bool) -> Result<Dispatch> {
+    check(d, a, b, c, bias, pre)?;
+    let u = |x: usize| x as u32;
+    let p = full_params(d, a, b, c, bias, pre);
     let (shader, entry, tile) = match d.chosen_tile() {
         _ if coop => ("matmul_coop", "matmul_coop", 64),
         Tile::T128 => ("matmul", "matmul128", 128),
@@ -185,6 +250,25 @@ pub(crate) fn build(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tenso
     let pre = pre.unwrap_or(gpu.dummy_write());
     let bytes = 4.0 * (d.m * d.k + d.k * d.n + d.m * d.n) as f64 * (d.batch[0] * d.batch[1]) as f64;
     Ok(Dispatch::new(gpu, &spec, &p, &[a, b, c, bias, pre], groups)?.cost(d.flops(), bytes))
+}
+
+/// Shapes, strides and lengths of every operand against `d`.
+fn check(d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor, bias: Option<&Tensor>, pre: Option<&Tensor>) -> Result<()> {
+    const OP: &str = "matmul";
+    ensure_shape!(OP, d.m > 0 && d.n > 0 && d.k > 0 && d.batch[0] > 0 && d.batch[1] > 0, "empty matmul {:?}", (d.m, d.n, d.k, d.batch));
+    ensure_shape!(OP, d.c.cs == 1, "C must have unit column stride");
+    check_len(OP, "A", a, d.a.last(d.m, d.k, d.batch) + 1)?;
+    check_len(OP, "B", b, d.b.last(d.k, d.n, d.batch) + 1)?;
+    check_len(OP, "C", c, d.c.last(d.m, d.n, d.batch) + 1)?;
+    ensure_shape!(OP, bias.is_some() == d.bias_off.is_some(), "bias tensor and bias_off must come together");
+    ensure_shape!(OP, pre.is_some() == d.pre_off.is_some(), "pre tensor and pre_off must come together");
+    if let (Some(t), Some(o)) = (bias, d.bias_off) {
+        check_len(OP, "bias", t, o + d.n)?;
+    }
+    if let (Some(t), Some(o)) = (pre, d.pre_off) {
+        check_len(OP, "pre", t, o + d.c.last(d.m, d.n, d.batch) - d.c.off + 1)?;
+    }
+    Ok(())
 }
 
 /// nn.Linear over `rows` rows: y = x W^T + b with W [out, inp] (PyTorch layout).
@@ -222,6 +306,10 @@ impl Linear {
         d.precision = self.precision;
         d
     }
+    /// Scratch elements `backward_split` can use (0 when neither product is worth splitting).
+    pub fn split_scratch(&self) -> usize {
+        [self.dx_desc(false), self.dw_desc()].iter().map(|d| split_scratch_len(d, split_count(d))).max().unwrap()
+    }
     /// y = act(x W^T + b); with `pre`, the value before the activation is kept for the backward.
     pub fn forward(&self, gpu: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tensor, act: Act, pre: Option<&Tensor>) -> Result<Dispatch> {
         let mut d = self.fwd_desc();
@@ -232,11 +320,16 @@ impl Linear {
     }
     /// [dx (+)= dy W, dW += dy^T x, db += colsum(dy)] (dx skipped when None: e.g. the first layer).
     pub fn backward(&self, gpu: &Gpu, x: &Tensor, w: &Tensor, dy: &Tensor, dx: Option<&Tensor>, dw: &Tensor, db: Option<&Tensor>, accumulate_dx: bool) -> Result<Vec<Dispatch>> {
+        self.backward_split(gpu, x, w, dy, dx, dw, db, accumulate_dx, None)
+    }
+    /// `backward`, with the two products split over K where that pays and `scratch` allows
+    /// (see `split_scratch_len`): dW's K is the row count, dx's is the output width.
+    pub fn backward_split(&self, gpu: &Gpu, x: &Tensor, w: &Tensor, dy: &Tensor, dx: Option<&Tensor>, dw: &Tensor, db: Option<&Tensor>, accumulate_dx: bool, scratch: Option<&Tensor>) -> Result<Vec<Dispatch>> {
         let mut v = Vec::new();
         if let Some(dx) = dx {
-            v.push(matmul(gpu, &self.dx_desc(accumulate_dx), dy, w, dx, None, None)?);
+            v.extend(matmul_auto(gpu, &self.dx_desc(accumulate_dx), dy, w, dx, None, None, scratch)?);
         }
-        v.push(matmul(gpu, &self.dw_desc(), dy, x, dw, None, None)?);
+        v.extend(matmul_auto(gpu, &self.dw_desc(), dy, x, dw, None, None, scratch)?);
         if let Some(db) = db {
             v.push(super::reduce::colsum(gpu, dy, db, self.rows, self.out, true)?);
         }
@@ -337,6 +430,55 @@ mod tests {
             d.beta = 1.0;
             run_case(&d, m * k, k * n, m * n, true, true, 20 + i as u64);
         }
+    }
+
+    #[test]
+    fn split_k_matches_cpu() {
+        // K cut into slices that do not divide it, edges in M and N, both tiles, NT and TN
+        // operands, and the full epilogue (bias, pre, GELU, beta) applied once, in the reduce
+        let g = gpu();
+        let mut r = Rng::new(91);
+        for (i, &(m, n, k, splits, tile)) in [(80, 64, 3001, 7, Tile::T128), (7, 33, 1030, 3, Tile::T64), (130, 65, 700, 5, Tile::T128), (1, 1, 64, 2, Tile::T64)].iter().enumerate() {
+            let mut d = MatmulDesc { tile, act: Act::Gelu, beta: 1.0, bias_off: Some(2), pre_off: Some(0), ..MatmulDesc::new(m, n, k) };
+            if i % 2 == 0 {
+                d.b = Layout::rm(n, k).t();
+            } else {
+                d.a = Layout::rm(k, m).t();
+            }
+            let (av, bv, c0, biasv) = (r.vec(m * k, 1.0), r.vec(k * n, 1.0), r.vec(m * n, 1.0), r.vec(n + 2, 1.0));
+            let up = |name, v: &[f32]| g.upload_f32(name, &[v.len()], v).unwrap();
+            let (at, bt, ct, biast) = (up("a", &av), up("b", &bv), up("c", &c0), up("bias", &biasv));
+            let pret = g.zeros("pre", &[m * n], crate::gpu::DType::F32).unwrap();
+            let scratch = g.zeros("scratch", &[split_scratch_len(&d, splits)], crate::gpu::DType::F32).unwrap();
+            let list = matmul_split(g, &d, &at, &bt, &ct, Some(&biast), Some(&pret), &scratch, splits).unwrap();
+            assert_eq!(list.len(), 2);
+            g.run(&list).unwrap();
+            let (mut want, mut want_pre) = (c0.clone(), vec![0f32; m * n]);
+            cpu::matmul(&d, &av, &bv, &mut want, Some(&biasv), Some(&mut want_pre));
+            assert_close(&format!("split-K C {m}x{n}x{k}/{splits}"), &g.read_f32(&ct).unwrap(), &want, 1e-4 * (k as f32).sqrt(), 1e-4);
+            assert_close("split-K pre", &g.read_f32(&pret).unwrap(), &want_pre, 1e-4 * (k as f32).sqrt(), 1e-4);
+        }
+        // Linear's backward through the split path (dW: 64 x 48 over K = 2100 rows) equals the plain one
+        let lin = Linear::new(2100, 48, 64);
+        assert!(lin.split_scratch() > 0);
+        let (x, w, dy) = (r.vec(2100 * 48, 1.0), r.vec(64 * 48, 1.0), r.vec(2100 * 64, 1.0));
+        let up = |name, v: &[f32]| g.upload_f32(name, &[v.len()], v).unwrap();
+        let (xt, wt, dyt) = (up("x", &x), up("w", &w), up("dy", &dy));
+        let scratch = g.zeros("scratch", &[lin.split_scratch()], crate::gpu::DType::F32).unwrap();
+        let mut out = Vec::new();
+        for s in [None, Some(&scratch)] {
+            let (dx, dw, db) = (g.zeros("dx", &[2100 * 48], crate::gpu::DType::F32).unwrap(), g.zeros("dw", &[64 * 48], crate::gpu::DType::F32).unwrap(), g.zeros("db", &[64], crate::gpu::DType::F32).unwrap());
+            let list = lin.backward_split(g, &xt, &wt, &dyt, Some(&dx), &dw, Some(&db), false, s).unwrap();
+            assert_eq!(list.len(), if s.is_some() { 4 } else { 3 }, "dW split, dx not");
+            g.run(&list).unwrap();
+            out.push((g.read_f32(&dx).unwrap(), g.read_f32(&dw).unwrap()));
+        }
+        assert_eq!(out[0].0, out[1].0);
+        assert_close("dW split vs plain", &out[1].1, &out[0].1, 1e-3, 1e-4);
+        // the heuristic: one 128 tile with K = 30522 (the tiny decoder's dx) is split; batched or short K is not
+        assert!(split_count(&MatmulDesc::new(80, 64, 30522)) > 8);
+        assert_eq!(split_count(&MatmulDesc::new(1280, 768, 512)), 1);
+        assert_eq!(split_count(&MatmulDesc { batch: [2, 1], ..MatmulDesc::new(80, 64, 30522) }), 1);
     }
 
     #[test]
