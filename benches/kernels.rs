@@ -61,21 +61,24 @@ fn matmuls(c: &mut Criterion) {
     let cx = ctx();
     let g = &cx.gpu;
     let rows = cx.batch * TOKENS;
-    // (label, m, n, k, B transposed as in nn.Linear)
+    // (label, m, n, k, layout): NT = x W^T (forward), NN = dy W (input gradient), TN = dy^T x
+    // (weight gradient, K = rows)
     let mut shapes = vec![
-        ("qkv/out-proj", rows, 768, 768, true),
-        ("ffn-up", rows, 3072, 768, true),
-        ("ffn-down", rows, 768, 3072, true),
-        ("square", 1024, 1024, 1024, false),
+        ("qkv/out-proj", rows, 768, 768, "NT"),
+        ("ffn-up", rows, 3072, 768, "NT"),
+        ("ffn-down", rows, 768, 3072, "NT"),
+        ("ffn-up dx", rows, 768, 3072, "NN"),
+        ("ffn-up dW", 3072, 768, rows, "TN"),
+        ("square", 1024, 1024, 1024, "NN"),
     ];
     // 4096^3 takes 16-40 s per multiply on lavapipe: on CPU adapters only with VLP_BENCH_LARGE=1
     if !cx.cpu_adapter || std::env::var("VLP_BENCH_LARGE").is_ok() {
-        shapes.push(("square", 4096, 4096, 4096, false));
+        shapes.push(("square", 4096, 4096, 4096, "NN"));
     }
     // The same kernel with wgpu's runtime bounds checks kept (what debug builds and
     // VLP_SHADER_CHECKS=1 run), next to the trusted module a release build uses.
     let checked = Gpu::new(&GpuOptions { shader_checks: true, ..GpuOptions::default() }).unwrap();
-    for (label, m, n, k, nt) in shapes {
+    for (label, m, n, k, layout) in shapes {
         // each kernel variant side by side, so a regression in either shows
         // "f16": the f16 path's kernel: cooperative matrices where the adapter has them, else
         // the 128 tile rounding its operands to f16
@@ -86,8 +89,10 @@ fn matmuls(c: &mut Criterion) {
             let mut d = MatmulDesc::new(m, n, k);
             d.tile = tile;
             d.precision = precision;
-            if nt {
-                d.b = Layout::rm(n, k).t();
+            match layout {
+                "NT" => d.b = Layout::rm(n, k).t(),
+                "TN" => d.a = Layout::rm(k, m).t(),
+                _ => {}
             }
             let disp = matmul(dev, &d, &a, &b, &cc, None, None).unwrap();
             bench_list(c, dev, "matmul (elem = FLOP)", format!("{tname} {label} {m}x{n}x{k}"), Throughput::Elements(d.flops() as u64), vec![disp]);

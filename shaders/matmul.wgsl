@@ -73,22 +73,26 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let tid = lid.y * 16u + lid.x;
     var acc: array<f32, 16>;
     for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+    let a_m_fast = p.a_rs == 1u && p.a_cs != 1u;
+    let b_k_fast = p.b_rs == 1u && p.b_cs != 1u;
 
     for (var k0 = sp.kb; k0 < sp.ke; k0 += TK) {
         for (var r = 0u; r < 4u; r++) {
             let e = tid + 256u * r;
-            // A tile: consecutive threads walk k, which is contiguous for row-major A.
-            let ak = e % TK;
-            let am = e / TK;
+            // consecutive threads walk each operand's contiguous dimension, so reads coalesce:
+            // A by k (row-major) or by m (transposed, a_rs == 1); B by n or by k (b_rs == 1)
+            var ak = e % TK;
+            var am = e / TK;
+            if (a_m_fast) { am = e % TILE; ak = e / TILE; }
             var av = 0.0;
             if (m0 + am < p.m && k0 + ak < sp.ke) {
                 av = a[abase + (m0 + am) * p.a_rs + (k0 + ak) * p.a_cs];
             }
             if (ROUND_F16) { av = round_f16(av); }
             sa[ak * TILE + am] = av;
-            // B tile: consecutive threads walk n.
-            let bn = e % TILE;
-            let bk = e / TILE;
+            var bn = e % TILE;
+            var bk = e / TILE;
+            if (b_k_fast) { bk = e % TK; bn = e / TK; }
             var bv = 0.0;
             if (n0 + bn < p.n && k0 + bk < sp.ke) {
                 bv = b[bbase + (k0 + bk) * p.b_rs + (n0 + bn) * p.b_cs];
@@ -173,16 +177,23 @@ fn matmul128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     let tid = lid.y * 16u + lid.x;
     var acc: array<vec4<f32>, 16>;
     for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
-    // loader mapping: thread -> (k = tid % 8, group of 4 rows/cols = tid / 8), 32 groups x 8 k
-    let lk = tid % TK2;
-    let lg = tid / TK2;
+    // loader mapping: a thread stages 4 consecutive rows (A) or columns (B) at one k: 32 groups x
+    // 8 k per tile. Consecutive threads walk the operand's contiguous dimension so global reads
+    // coalesce: k for row-major A and for B = W^T (b_rs == 1), rows for A^T, columns for row-major B.
+    let a_m_fast = p.a_rs == 1u && p.a_cs != 1u;
+    let b_n_fast = p.b_cs == 1u && p.b_rs != 1u;
+    let ak = select(tid % TK2, tid / 32u, a_m_fast);
+    let ag = select(tid / TK2, tid % 32u, a_m_fast);
+    let bk = select(tid % TK2, tid / 32u, b_n_fast);
+    let bg = select(tid / TK2, tid % 32u, b_n_fast);
     for (var k0 = sp.kb; k0 < sp.ke; k0 += TK2) {
-        let k = k0 + lk;
-        let r = m0 + lg * 4u;
         let ke = sp.ke;
-        sa2[lk * 32u + lg] = vec4<f32>(load_a(abase, r, k, ke), load_a(abase, r + 1u, k, ke), load_a(abase, r + 2u, k, ke), load_a(abase, r + 3u, k, ke));
-        let c = n0 + lg * 4u;
-        sb2[lk * 32u + lg] = vec4<f32>(load_b(bbase, k, c, ke), load_b(bbase, k, c + 1u, ke), load_b(bbase, k, c + 2u, ke), load_b(bbase, k, c + 3u, ke));
+        let ka = k0 + ak;
+        let r = m0 + ag * 4u;
+        sa2[ak * 32u + ag] = vec4<f32>(load_a(abase, r, ka, ke), load_a(abase, r + 1u, ka, ke), load_a(abase, r + 2u, ka, ke), load_a(abase, r + 3u, ka, ke));
+        let kb = k0 + bk;
+        let c = n0 + bg * 4u;
+        sb2[bk * 32u + bg] = vec4<f32>(load_b(bbase, kb, c, ke), load_b(bbase, kb, c + 1u, ke), load_b(bbase, kb, c + 2u, ke), load_b(bbase, kb, c + 3u, ke));
         workgroupBarrier();
         for (var kk = 0u; kk < TK2; kk++) {
             let a0 = sa2[kk * 32u + lid.y];
