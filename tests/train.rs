@@ -87,13 +87,14 @@ fn loss_falls_on_a_small_run() {
     }
 }
 
-#[test]
-fn resume_equals_uninterrupted_run() {
-    let d = tmp("resume");
+fn resume_case(name: &str, precision: Precision, loss_scale: Option<f32>) {
+    let d = tmp(name);
     world(&d.join("data"), 60);
     let gpu = Gpu::default_device().unwrap();
     let mut full = args(&d.join("data"), &d.join("full"), 12);
     full.grad_accum = 2; // accumulation and dropout on, to cover every source of state
+    full.precision = precision;
+    full.loss_scale = loss_scale;
     let a = train(&gpu, &full).unwrap();
     let mut first = full.clone();
     first.out = d.join("split");
@@ -114,6 +115,22 @@ fn resume_equals_uninterrupted_run() {
         assert_eq!(x.1.to_bits(), y.1.to_bits(), "step {}: uninterrupted {} vs resumed {}", x.0, x.1, y.1);
     }
     assert_eq!(b.losses.last().unwrap().0, 12);
+}
+
+#[test]
+fn resume_equals_uninterrupted_run() {
+    resume_case("resume", Precision::F32, None);
+}
+
+#[test]
+fn f16_resume_restores_the_loss_scale() {
+    // 2^24 overflows in the first steps, so the scale at the step-5 checkpoint is no longer the
+    // starting one: a resume that forgot it would round the gradients differently
+    resume_case("resume16", Precision::F16, Some((2f32).powi(24)));
+    let meta = std::fs::read(std::env::temp_dir().join(format!("vlp-train-resume16-{}/split/checkpoint.safetensors", std::process::id()))).unwrap();
+    let (_, m) = safetensors::SafeTensors::read_metadata(&meta).unwrap();
+    let scale: f32 = m.metadata().as_ref().unwrap()["loss_scale"].parse().unwrap();
+    assert!(scale < (2f32).powi(24), "no overflow happened (scale {scale}): the test does not test the restore");
 }
 
 #[test]

@@ -164,6 +164,10 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
             return Err(Error::Other(format!("{}: written with --seed {}, resuming with --seed {}", ckpt.display(), r.seed, a.seed)));
         }
         start = r.step;
+        if let (true, Some((scale, clean))) = (f16, r.loss_scale) {
+            scaler.restore(scale, clean);
+            step.set_loss_scale(gpu, scale / a.grad_accum as f32);
+        }
         eprintln!("resuming from {} at step {start}", ckpt.display());
     }
     let metrics_path = a.out.join("metrics.jsonl");
@@ -242,8 +246,9 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
             let l: Vec<f32> = bytemuck::pod_collect_to_vec(&rb_loss.wait(gpu)?);
             let (mtl, con) = (l[2], l[6]);
             let loss = mtl + con;
-            // a skipped f16 step is expected now and then; anything else non-finite is fatal
-            if !(f16 && skipped) && (!loss.is_finite() || !norm.is_finite()) {
+            // a skipped f16 step (gradients overflowed) is expected now and then; a non-finite loss
+            // is fatal in both precisions: no loss scale fixes the forward pass
+            if !loss.is_finite() || (!norm.is_finite() && !(f16 && skipped)) {
                 bar.abandon();
                 let last = if ckpt.exists() { format!("the last good checkpoint is {}", ckpt.display()) } else { "no checkpoint was written".into() };
                 return Err(Error::Other(format!("loss became {loss} (masked-token {mtl}, contrastive {con}, grad norm {norm}) at step {s}; stopping; {last}")));
@@ -273,7 +278,7 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
             seqs_since = 0;
             t_log = Instant::now();
             if do_save {
-                state::save(gpu, &ckpt, &cfg, &params, &opt.m, &opt.v, s, a.seed)?;
+                state::save(gpu, &ckpt, &cfg, &params, &opt.m, &opt.v, s, a.seed, f16.then(|| scaler.state()))?;
             }
         }
         bar.set_position(s as u64);

@@ -23,6 +23,14 @@ impl LossScaler {
     pub fn off() -> Self {
         LossScaler { scale: 1.0, clean: 0, interval: u32::MAX }
     }
+    /// (scale, clean steps since the last change): what a training checkpoint keeps.
+    pub fn state(&self) -> (f32, u32) {
+        (self.scale, self.clean)
+    }
+    pub fn restore(&mut self, scale: f32, clean: u32) {
+        self.scale = scale;
+        self.clean = clean;
+    }
     /// Records one optimizer step; returns the new scale when it changed.
     pub fn update(&mut self, skipped: bool) -> Option<f32> {
         if skipped {

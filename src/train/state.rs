@@ -1,6 +1,7 @@
 //! Training checkpoints: parameters under their model names, the AdamW moments as `adam_m.<name>`
 //! and `adam_v.<name>`, and metadata (step, seed, config). The data order and dropout masks are
-//! functions of (seed, step), so (seed, step) is the whole RNG and data position. Written
+//! functions of (seed, step), so (seed, step) is the whole RNG and data position; the f16 path adds
+//! its loss scale and clean-step count. Written
 //! atomically: a run killed mid-write leaves the previous checkpoint intact.
 use crate::gpu::Gpu;
 use crate::model::checkpoint::to_bytes;
@@ -13,9 +14,11 @@ use std::path::Path;
 pub struct Resume {
     pub step: usize,
     pub seed: u64,
+    /// (loss scale, clean steps) when the checkpoint was written by the f16 path.
+    pub loss_scale: Option<(f32, u32)>,
 }
 
-pub fn save(gpu: &Gpu, file: &Path, cfg: &Config, params: &ParamSet, m: &ParamSet, v: &ParamSet, step: usize, seed: u64) -> Result<()> {
+pub fn save(gpu: &Gpu, file: &Path, cfg: &Config, params: &ParamSet, m: &ParamSet, v: &ParamSet, step: usize, seed: u64, loss_scale: Option<(f32, u32)>) -> Result<()> {
     let mut tensors = params.download(gpu)?;
     for (prefix, set) in [("adam_m.", m), ("adam_v.", v)] {
         tensors.extend(set.download(gpu)?.into_iter().map(|(n, s, d)| (format!("{prefix}{n}"), s, d)));
@@ -23,6 +26,10 @@ pub fn save(gpu: &Gpu, file: &Path, cfg: &Config, params: &ParamSet, m: &ParamSe
     let mut meta = HashMap::new();
     meta.insert("step".into(), step.to_string());
     meta.insert("seed".into(), seed.to_string());
+    if let Some((scale, clean)) = loss_scale {
+        meta.insert("loss_scale".into(), scale.to_string());
+        meta.insert("loss_scale_clean_steps".into(), clean.to_string());
+    }
     meta.insert("config".into(), serde_json::to_string(cfg).unwrap());
     meta.insert("format".into(), "vlp-engine training checkpoint v1".into());
     let bytes = to_bytes(&tensors, meta)?;
@@ -51,5 +58,12 @@ pub fn load(gpu: &Gpu, file: &Path, cfg: &Config, params: &ParamSet, m: &ParamSe
         }
     }
     let parse = |k: &str| get(k)?.parse::<u64>().map_err(|e| Error::Other(format!("{}: bad '{k}': {e}", file.display())));
-    Ok(Resume { step: parse("step")? as usize, seed: parse("seed")? })
+    let loss_scale = match (meta.get("loss_scale"), meta.get("loss_scale_clean_steps")) {
+        (Some(s), Some(c)) => Some((
+            s.parse::<f32>().map_err(|e| Error::Other(format!("{}: bad 'loss_scale': {e}", file.display())))?,
+            c.parse::<u32>().map_err(|e| Error::Other(format!("{}: bad 'loss_scale_clean_steps': {e}", file.display())))?,
+        )),
+        _ => None,
+    };
+    Ok(Resume { step: parse("step")? as usize, seed: parse("seed")?, loss_scale })
 }
