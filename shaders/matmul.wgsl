@@ -2,9 +2,10 @@
 // Entry point: `matmul`. Transposes are strides: A(m,k) = a[a_off + b1*a_bs1 + b2*a_bs2 + m*a_rs +
 // k*a_cs], likewise B(k,n) and C(m,n) (C's column stride is 1). Two batch levels (b1, b2) cover
 // [batch, heads] views of [B, T, H] activations without copies.
-// Thread mapping: workgroup 16x16 computes a 64x64 tile of C; each thread owns a 4x4 block at
-// rows ty + 16i, cols tx + 16j (strided so neighbours store neighbouring columns). K in steps of 16
-// through workgroup memory. grid = (ceil(N/64), ceil(M/64), batch1*batch2).
+// Thread mapping: workgroup 16x16 computes a 64x64 tile of C; each thread owns the 4x4 block at
+// rows 4ty.., cols 4tx.. as 4 vec4 accumulators, fed per k by one vec4 of A and one of B from
+// k-major workgroup memory (2 shared loads per 16 FMAs). K in steps of 16.
+// grid = (ceil(N/64), ceil(M/64), batch1*batch2).
 // Overrides: HAS_BIAS adds bias[bias_off + n]; STORE_PRE writes the value before the activation to
 // `pre` (same layout as C, for the GELU backward); ACT 0 none, 1 GELU (erf), 2 tanh. ROUND_F16
 // rounds A and B to f16 as they are staged: the f16 path's products (matmul_coop.wgsl) computed
@@ -59,8 +60,8 @@ fn split(z: u32) -> Split {
 
 const TILE: u32 = 64u;
 const TK: u32 = 16u;
-var<workgroup> sa: array<f32, 1024>; // [TK][TILE], k-major
-var<workgroup> sb: array<f32, 1024>; // [TK][TILE]
+var<workgroup> sa: array<vec4<f32>, 256>; // [TK][16]: 4 consecutive rows of A at one k
+var<workgroup> sb: array<vec4<f32>, 256>; // [TK][16]: 4 consecutive columns of B at one k
 
 @compute @workgroup_size(16, 16, 1)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -71,60 +72,45 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let m0 = wid.y * TILE;
     let n0 = wid.x * TILE;
     let tid = lid.y * 16u + lid.x;
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) { acc[i] = vec4<f32>(0.0); }
+    // a thread stages 4 consecutive rows (A) / columns (B) at one k; consecutive threads walk the
+    // operand's contiguous dimension (see matmul128)
     let a_m_fast = p.a_rs == 1u && p.a_cs != 1u;
-    let b_k_fast = p.b_rs == 1u && p.b_cs != 1u;
-
+    let b_n_fast = p.b_cs == 1u && p.b_rs != 1u;
+    let ak = select(tid % TK, tid / 16u, a_m_fast);
+    let ag = select(tid / TK, tid % 16u, a_m_fast);
+    let bk = select(tid % TK, tid / 16u, b_n_fast);
+    let bg = select(tid / TK, tid % 16u, b_n_fast);
     for (var k0 = sp.kb; k0 < sp.ke; k0 += TK) {
-        for (var r = 0u; r < 4u; r++) {
-            let e = tid + 256u * r;
-            // consecutive threads walk each operand's contiguous dimension, so reads coalesce:
-            // A by k (row-major) or by m (transposed, a_rs == 1); B by n or by k (b_rs == 1)
-            var ak = e % TK;
-            var am = e / TK;
-            if (a_m_fast) { am = e % TILE; ak = e / TILE; }
-            var av = 0.0;
-            if (m0 + am < p.m && k0 + ak < sp.ke) {
-                av = a[abase + (m0 + am) * p.a_rs + (k0 + ak) * p.a_cs];
-            }
-            if (ROUND_F16) { av = round_f16(av); }
-            sa[ak * TILE + am] = av;
-            var bn = e % TILE;
-            var bk = e / TILE;
-            if (b_k_fast) { bk = e % TK; bn = e / TK; }
-            var bv = 0.0;
-            if (n0 + bn < p.n && k0 + bk < sp.ke) {
-                bv = b[bbase + (k0 + bk) * p.b_rs + (n0 + bn) * p.b_cs];
-            }
-            if (ROUND_F16) { bv = round_f16(bv); }
-            sb[bk * TILE + bn] = bv;
-        }
+        let ke = sp.ke;
+        let ka = k0 + ak;
+        let r = m0 + ag * 4u;
+        sa[ak * 16u + ag] = vec4<f32>(load_a(abase, r, ka, ke), load_a(abase, r + 1u, ka, ke), load_a(abase, r + 2u, ka, ke), load_a(abase, r + 3u, ka, ke));
+        let kb = k0 + bk;
+        let c = n0 + bg * 4u;
+        sb[bk * 16u + bg] = vec4<f32>(load_b(bbase, kb, c, ke), load_b(bbase, kb, c + 1u, ke), load_b(bbase, kb, c + 2u, ke), load_b(bbase, kb, c + 3u, ke));
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            var av4: array<f32, 4>;
-            var bv4: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                av4[i] = sa[kk * TILE + lid.y + 16u * i];
-                bv4[i] = sb[kk * TILE + lid.x + 16u * i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] += av4[i] * bv4[j];
-                }
-            }
+            let av = sa[kk * 16u + lid.y];
+            let bv = sb[kk * 16u + lid.x];
+            acc[0] += av.x * bv;
+            acc[1] += av.y * bv;
+            acc[2] += av.z * bv;
+            acc[3] += av.w * bv;
         }
         workgroupBarrier();
     }
 
     for (var i = 0u; i < 4u; i++) {
-        let row = m0 + lid.y + 16u * i;
+        let row = m0 + lid.y * 4u + i;
         if (row >= p.m) { continue; }
+        let v4 = acc[i];
         for (var j = 0u; j < 4u; j++) {
-            let col = n0 + lid.x + 16u * j;
+            let col = n0 + lid.x * 4u + j;
             if (col >= p.n) { continue; }
             let ci = cbase + row * p.c_rs + col;
-            var v = p.alpha * acc[i * 4u + j];
+            var v = p.alpha * v4[j];
             if (p.k_chunk != 0u) { c[p.c_off + ci] = v; continue; }
             if (HAS_BIAS) { v += bias[p.bias_off + col]; }
             if (STORE_PRE) { pre[p.pre_off + ci] = v; }
