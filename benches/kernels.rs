@@ -75,9 +75,10 @@ fn matmuls(c: &mut Criterion) {
     if !cx.cpu_adapter || std::env::var("VLP_BENCH_LARGE").is_ok() {
         shapes.push(("square", 4096, 4096, 4096, "NN"));
     }
-    // The same kernel with wgpu's runtime bounds checks kept (what debug builds and
-    // VLP_SHADER_CHECKS=1 run), next to the trusted module a release build uses.
-    let checked = Gpu::new(&GpuOptions { shader_checks: true, ..GpuOptions::default() }).unwrap();
+    // The same kernel with wgpu's runtime bounds checks kept, next to the default device's modules
+    // (trusted on GPUs in release builds, checked on CPU adapters; VLP_SHADER_CHECKS=0 makes them
+    // trusted there too).
+    let checked = Gpu::new(&GpuOptions { shader_checks: Some(true), ..GpuOptions::default() }).unwrap();
     for (label, m, n, k, layout) in shapes {
         // each kernel variant side by side, so a regression in either shows
         // "f16": the f16 path's kernel: cooperative matrices where the adapter has them, else

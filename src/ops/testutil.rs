@@ -15,7 +15,7 @@ pub fn gpu() -> &'static Gpu {
 /// builds run them; tests run in debug, where `gpu()` keeps the checks.
 pub fn gpu_trusted() -> &'static Gpu {
     static G: OnceLock<Gpu> = OnceLock::new();
-    G.get_or_init(|| Gpu::new(&crate::gpu::GpuOptions { shader_checks: false, ..Default::default() }).expect("tests need a GPU adapter"))
+    G.get_or_init(|| Gpu::new(&crate::gpu::GpuOptions { shader_checks: Some(false), ..Default::default() }).expect("tests need a GPU adapter"))
 }
 
 /// Says on the terminal, past the test harness's output capture, that a test did not run.
