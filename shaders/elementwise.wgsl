@@ -9,6 +9,8 @@
 //              "dropout then residual add". The backward of dropout is the same call on dy with the
 //              same stream: the counter RNG regenerates the mask.
 //   fill:      z = alpha (zeroing gradient buffers inside a compute pass).
+//   fill_normal: z = alpha * N(0, 1), Box-Muller over the counter RNG (seed = _p0, stream, 2i and
+//              2i + 1): parameter initialisation on the GPU (113M values on the CPU took 2.5 s).
 
 struct Params {
     n: u32, x_off: u32, y_off: u32, z_off: u32,
@@ -106,4 +108,13 @@ fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i = gid(wid, nwg, lid);
     if (i >= p.n) { return; }
     z[p.z_off + i] = p.alpha;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn fill_normal(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = gid(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let u1 = (f32(rng_u32(p._p0, p.stream, 2u * i) >> 8u) + 1.0) / 16777216.0; // (0, 1]
+    let u2 = f32(rng_u32(p._p0, p.stream, 2u * i + 1u) >> 8u) / 16777216.0;   // [0, 1)
+    z[p.z_off + i] = p.alpha * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }

@@ -16,7 +16,7 @@ const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::
 
 /// One elementwise dispatch over n elements: x, y read (None = unused), z written, seed for dropout.
 pub(crate) fn launch(gpu: &Gpu, entry: &'static str, n: usize, x: &Tensor, y: Option<&Tensor>, z: &Tensor, seed: Option<&Tensor>, mut p: Params) -> Result<Dispatch> {
-    if entry != "fill" {
+    if entry != "fill" && entry != "fill_normal" {
         check_len(entry, "x", x, n)?;
     }
     check_len(entry, "z", z, n)?;
@@ -84,7 +84,24 @@ pub fn fill(gpu: &Gpu, z: &Tensor, value: f32) -> Result<Dispatch> {
     launch(gpu, "fill", z.numel(), gpu.dummy_read(), None, z, None, Params { alpha: value, ..Default::default() })
 }
 
+/// z = std * N(0, 1), a function of (seed, stream, element): the same on every run and adapter up
+/// to the last bits of log/cos.
+pub fn fill_normal(gpu: &Gpu, z: &Tensor, std: f32, seed: u32, stream: u32) -> Result<Dispatch> {
+    launch(gpu, "fill_normal", z.numel(), gpu.dummy_read(), None, z, None, Params { alpha: std, stream, _p0: seed, ..Default::default() })
+}
+
 pub mod cpu {
+    /// `fill_normal` in f64.
+    pub fn normal(n: usize, std: f32, seed: u32, stream: u32) -> Vec<f32> {
+        use crate::ops::rng::rng_u32;
+        (0..n as u32)
+            .map(|i| {
+                let u1 = ((rng_u32(seed, stream, 2 * i) >> 8) as f64 + 1.0) / 16777216.0;
+                let u2 = (rng_u32(seed, stream, 2 * i + 1) >> 8) as f64 / 16777216.0;
+                (std as f64 * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+            })
+            .collect()
+    }
     pub fn gelu(x: &[f32]) -> Vec<f32> {
         x.iter().map(|&v| crate::ops::gelu_cpu(v)).collect()
     }
@@ -170,5 +187,25 @@ mod tests {
         let x = g.zeros("x", &[8], crate::gpu::DType::F32).unwrap();
         let e = gelu(g, &x, &x).err().expect("must fail");
         assert!(e.to_string().contains("bound both read-only"), "{e}");
+    }
+
+    #[test]
+    fn fill_normal_matches_cpu_and_is_standard_normal() {
+        let g = gpu();
+        let n = 200_001;
+        let z = g.zeros("z", &[n + 5], crate::gpu::DType::F32).unwrap();
+        let view = z.view(5, &[n]).unwrap();
+        g.run([&fill_normal(g, &view, 0.02, 42, 7).unwrap()]).unwrap();
+        let all = g.read_f32(&z).unwrap();
+        assert!(all[..5].iter().all(|v| *v == 0.0), "wrote before the view");
+        let got = &all[5..];
+        // GPU log/cos differ from f64 in the last bits only
+        assert_close("fill_normal", got, &cpu::normal(n, 0.02, 42, 7), 1e-7, 1e-4);
+        let mean = got.iter().map(|v| *v as f64).sum::<f64>() / n as f64;
+        let sd = (got.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+        assert!(mean.abs() < 0.02 * 0.01 && (sd / 0.02 - 1.0).abs() < 0.01, "mean {mean}, std {sd}");
+        // another stream is another draw
+        g.run([&fill_normal(g, &view, 0.02, 42, 8).unwrap()]).unwrap();
+        assert_ne!(&g.read_f32(&z).unwrap()[5..15], &got[..10]);
     }
 }
