@@ -192,4 +192,10 @@ fn bad_data_is_a_clear_error_naming_file_and_line() {
     std::fs::write(&caps, good.replace("img000003", "img999999")).unwrap();
     let e = train(&gpu, &args(&d.join("data"), &d.join("out"), 2)).unwrap_err().to_string();
     assert!(e.contains("unknown image_id 'img999999'"), "{e}");
+    // a loss scale without the f16 path, or not a usable number
+    for (prec, scale) in [(Precision::F32, 1024.0), (Precision::F16, f32::NAN), (Precision::F16, 0.5)] {
+        let a = TrainArgs { precision: prec, loss_scale: Some(scale), ..args(&d.join("data"), &d.join("out"), 2) };
+        let e = train(&gpu, &a).unwrap_err().to_string();
+        assert!(e.contains("--loss-scale"), "{e}");
+    }
 }

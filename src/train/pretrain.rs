@@ -106,6 +106,11 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
     if a.steps == 0 || a.batch_size == 0 || a.grad_accum == 0 {
         return Err(Error::Other("--steps, --batch-size and --grad-accum must be positive".into()));
     }
+    if let Some(s) = a.loss_scale {
+        if a.precision != Precision::F16 || !(s.is_finite() && s >= MIN_SCALE) {
+            return Err(Error::Other(format!("--loss-scale {s}: needs --precision f16 and a finite value >= {MIN_SCALE}")));
+        }
+    }
     if a.text_len < 4 {
         return Err(Error::Other(format!("--text-len {} leaves no room to mask: [CLS] caption [SEP] tags [SEP] needs at least 4", a.text_len)));
     }
