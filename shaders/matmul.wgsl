@@ -20,6 +20,10 @@ override HAS_BIAS: bool = false;
 override STORE_PRE: bool = false;
 override ACT: u32 = 0u;
 override ROUND_F16: bool = false;
+// matmul128 only, set by the launcher when the operand is contiguous along k (A) or n (B) with
+// offsets and strides that are multiples of 4: each thread reads its share as one vec4
+override A_VEC: bool = false;
+override B_VEC: bool = false;
 
 // x rounded to the nearest f16 (ties to even), kept as f32, with integer arithmetic (on lavapipe
 // pack2x16float/unpack2x16float made the whole kernel 2x slower): normal range by rounding the
@@ -48,6 +52,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> pre: array<f32>;
+// a and b again as vec4s, for matmul128's 16-byte loads (A_VEC / B_VEC)
+@group(0) @binding(6) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> b4: array<vec4<f32>>;
 
 struct Split { b1: u32, b2: u32, kb: u32, ke: u32 }
 
@@ -127,12 +134,19 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
 // registers). K goes in steps of 8 through workgroup memory, k-major so each thread reads its 8 A
 // values and 8 B values as four vec4s. 8 + 8 shared loads feed 64 FMAs (the 64x64 kernel: 8 for 16).
 // grid = (ceil(N/128), ceil(M/128), batch1*batch2). Chosen by the launcher when M and N >= 96.
+// A_VEC / B_VEC: the operand is read with 16-byte loads through the vec4 views at bindings 6/7
+// (scalar loads where a vec4 would cross an edge); the launcher sets them when alignment allows.
 // The epilogue is written out again here on purpose: moving it into a shared function cost 2-4 % on
 // lavapipe at 1024^3 for both kernels (measured back to back, cargo bench --bench kernels).
 const T2: u32 = 128u;
 const TK2: u32 = 8u;
 var<workgroup> sa2: array<vec4<f32>, 256>; // [TK2][T2 / 4]
 var<workgroup> sb2: array<vec4<f32>, 256>;
+
+fn round4(v: vec4<f32>) -> vec4<f32> {
+    if (ROUND_F16) { return vec4<f32>(round_f16(v.x), round_f16(v.y), round_f16(v.z), round_f16(v.w)); }
+    return v;
+}
 
 fn load_a(abase: u32, row: u32, k: u32, ke: u32) -> f32 {
     if (row < p.m && k < ke) {
@@ -176,10 +190,37 @@ fn matmul128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
         let ke = sp.ke;
         let ka = k0 + ak;
         let r = m0 + ag * 4u;
-        sa2[ak * 32u + ag] = vec4<f32>(load_a(abase, r, ka, ke), load_a(abase, r + 1u, ka, ke), load_a(abase, r + 2u, ka, ke), load_a(abase, r + 3u, ka, ke));
-        let kb = k0 + bk;
-        let c = n0 + bg * 4u;
-        sb2[bk * 32u + bg] = vec4<f32>(load_b(bbase, kb, c, ke), load_b(bbase, kb, c + 1u, ke), load_b(bbase, kb, c + 2u, ke), load_b(bbase, kb, c + 3u, ke));
+        if (A_VEC) {
+            // row tid/2, k0 + 4*(tid%2) .. +3 in one read; scattered into the k-major tile
+            let row = tid / 2u;
+            let kq = k0 + 4u * (tid % 2u);
+            let rr = m0 + row;
+            var v: vec4<f32>;
+            if (rr < p.m && kq + 3u < ke) {
+                v = round4(a4[(abase + rr * p.a_rs + kq) / 4u]);
+            } else {
+                v = vec4<f32>(load_a(abase, rr, kq, ke), load_a(abase, rr, kq + 1u, ke), load_a(abase, rr, kq + 2u, ke), load_a(abase, rr, kq + 3u, ke));
+            }
+            for (var j = 0u; j < 4u; j++) { sa2[(4u * (tid % 2u) + j) * 32u + row / 4u][row % 4u] = v[j]; }
+        } else {
+            sa2[ak * 32u + ag] = vec4<f32>(load_a(abase, r, ka, ke), load_a(abase, r + 1u, ka, ke), load_a(abase, r + 2u, ka, ke), load_a(abase, r + 3u, ka, ke));
+        }
+        if (B_VEC) {
+            // k0 + tid/32, columns 4*(tid%32) .. +3 in one read
+            let kv = k0 + tid / 32u;
+            let cv = n0 + 4u * (tid % 32u);
+            var v: vec4<f32>;
+            if (kv < ke && cv + 3u < p.n) {
+                v = round4(b4[(bbase + kv * p.b_rs + cv) / 4u]);
+            } else {
+                v = vec4<f32>(load_b(bbase, kv, cv, ke), load_b(bbase, kv, cv + 1u, ke), load_b(bbase, kv, cv + 2u, ke), load_b(bbase, kv, cv + 3u, ke));
+            }
+            sb2[tid] = v;
+        } else {
+            let kb = k0 + bk;
+            let c = n0 + bg * 4u;
+            sb2[bk * 32u + bg] = vec4<f32>(load_b(bbase, kb, c, ke), load_b(bbase, kb, c + 1u, ke), load_b(bbase, kb, c + 2u, ke), load_b(bbase, kb, c + 3u, ke));
+        }
         workgroupBarrier();
         for (var kk = 0u; kk < TK2; kk++) {
             let a0 = sa2[kk * 32u + lid.y];

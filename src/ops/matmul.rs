@@ -131,7 +131,19 @@ struct Params {
     alpha: f32, beta: f32, k_chunk: u32, splits: u32,
 }
 
-const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite];
+/// uniform, a, b, c, bias, pre, then a and b again (as vec4 arrays for matmul128's A_VEC / B_VEC)
+const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite, Access::Read, Access::Read];
+
+/// matmul128's 16-byte loads need the operand contiguous along the loaded dimension (k for A, n
+/// for B), every vec4 aligned (offset, row stride and batch strides multiples of 4) and a buffer
+/// of at least one vec4. Returns the spec and what to bind at 6 and 7 (a dummy when unused).
+fn vec_loads<'t>(gpu: &'t Gpu, spec: KernelSpec, tile: Tile, p: &Params, a: &'t Tensor, b: &'t Tensor) -> (KernelSpec, &'t Tensor, &'t Tensor) {
+    let ok = |t: &Tensor, cs: u32, strides: [u32; 4]| tile == Tile::T128 && cs == 1 && t.buf.size() >= 16 && strides.iter().all(|x| x % 4 == 0);
+    let av = ok(a, p.a_cs, [p.a_off, p.a_rs, p.a_bs1, p.a_bs2]);
+    let bv = ok(b, p.b_cs, [p.b_off, p.b_rs, p.b_bs1, p.b_bs2]);
+    let spec = if tile == Tile::T128 { spec.constant("A_VEC", av as u32 as f64).constant("B_VEC", bv as u32 as f64) } else { spec };
+    (spec, if av { a } else { gpu.dummy_read() }, if bv { b } else { gpu.dummy_read() })
+}
 
 /// Prepares one matmul dispatch. Offsets in `d` are relative to each tensor's own offset.
 pub fn matmul(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor, bias: Option<&Tensor>, pre: Option<&Tensor>) -> Result<Dispatch> {
@@ -189,7 +201,8 @@ pub fn matmul_split(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tenso
     let groups = [u(d.n.div_ceil(tile)), u(d.m.div_ceil(tile)), u(splits)];
     let (dr, dw) = (gpu.dummy_read(), gpu.dummy_write());
     let bytes = 4.0 * (d.m * d.k + d.k * d.n + splits * d.m * d.n) as f64;
-    let partial = Dispatch::new(gpu, &spec, &p, &[a, b, scratch, dr, dw], groups)?.cost(d.flops(), bytes);
+    let (spec, a4, b4) = vec_loads(gpu, spec, d.chosen_tile(), &p, a, b);
+    let partial = Dispatch::new(gpu, &spec, &p, &[a, b, scratch, dr, dw, a4, b4], groups)?.cost(d.flops(), bytes);
     // the reduce: scratch as A, the real C / bias / pre / epilogue
     let mut r = full_params(d, a, b, c, bias, pre);
     r.a_off = scratch.off();
@@ -198,7 +211,7 @@ pub fn matmul_split(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tenso
         .constant("HAS_BIAS", bias.is_some() as u32 as f64)
         .constant("STORE_PRE", pre.is_some() as u32 as f64)
         .constant("ACT", match d.act { Act::None => 0.0, Act::Gelu => 1.0, Act::Tanh => 2.0 });
-    let reduce = Dispatch::new(gpu, &rspec, &r, &[scratch, dr, c, bias.unwrap_or(dr), pre.unwrap_or(dw)], grid_elems(d.m * d.n))?
+    let reduce = Dispatch::new(gpu, &rspec, &r, &[scratch, dr, c, bias.unwrap_or(dr), pre.unwrap_or(dw), dr, dr], grid_elems(d.m * d.n))?
         .cost(0.0, 4.0 * ((splits + 2) * d.m * d.n) as f64);
     Ok(vec![partial, reduce])
 }
@@ -247,7 +260,8 @@ pub(crate) fn build(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tenso
     let bias = bias.unwrap_or(gpu.dummy_read());
     let pre = pre.unwrap_or(gpu.dummy_write());
     let bytes = 4.0 * (d.m * d.k + d.k * d.n + d.m * d.n) as f64 * (d.batch[0] * d.batch[1]) as f64;
-    Ok(Dispatch::new(gpu, &spec, &p, &[a, b, c, bias, pre], groups)?.cost(d.flops(), bytes))
+    let (spec, a4, b4) = if coop { (spec, gpu.dummy_read(), gpu.dummy_read()) } else { vec_loads(gpu, spec, d.chosen_tile(), &p, a, b) };
+    Ok(Dispatch::new(gpu, &spec, &p, &[a, b, c, bias, pre, a4, b4], groups)?.cost(d.flops(), bytes))
 }
 
 /// Shapes, strides and lengths of every operand against `d`.
@@ -477,6 +491,35 @@ mod tests {
         assert!(split_count(&MatmulDesc::new(80, 64, 30522)) > 8);
         assert_eq!(split_count(&MatmulDesc::new(1280, 768, 512)), 1);
         assert_eq!(split_count(&MatmulDesc { batch: [2, 1], ..MatmulDesc::new(80, 64, 30522) }), 1);
+    }
+
+    #[test]
+    fn vec4_loads_match_cpu() {
+        // matmul128 reads A (k-contiguous) and B (n-contiguous) as vec4s when offsets and strides
+        // are multiples of 4: full tiles, ragged edges in m/n, k not a multiple of 4 inside a row
+        // stride that is (A a column slice of a wider matrix), offsets into a bigger buffer, f16
+        for (i, &(m, n, k, a_rs, f16)) in [(128, 128, 64, 64, false), (132, 260, 36, 36, false), (70, 44, 6, 8, false), (130, 132, 40, 40, true)].iter().enumerate() {
+            let d = MatmulDesc {
+                a: Layout { off: 4, rs: a_rs, cs: 1, bs: [0, 0] },
+                b: Layout { off: 8, rs: n, cs: 1, bs: [0, 0] },
+                tile: Tile::T128,
+                precision: if f16 { Precision::F16 } else { Precision::F32 },
+                act: Act::Gelu,
+                ..MatmulDesc::new(m, n, k)
+            };
+            let g = gpu();
+            let mut r = Rng::new(300 + i as u64);
+            let (alen, blen) = (4 + m * a_rs, 8 + k * n);
+            let (av, bv) = (r.vec(alen, 1.0), r.vec(blen, 1.0));
+            let (at, bt) = (g.upload_f32("a", &[alen], &av).unwrap(), g.upload_f32("b", &[blen], &bv).unwrap());
+            let ct = g.zeros("c", &[m * n], crate::gpu::DType::F32).unwrap();
+            let disp = matmul(g, &d, &at, &bt, &ct, None, None).unwrap();
+            g.run([&disp]).unwrap();
+            let round = |v: &[f32]| v.iter().map(|&x| if f16 { half::f16::from_f32(x).to_f32() } else { x }).collect::<Vec<_>>();
+            let mut want = vec![0f32; m * n];
+            cpu::matmul(&d, &round(&av), &round(&bv), &mut want, None, None);
+            assert_close(&format!("vec4 loads {m}x{n}x{k} a_rs {a_rs}"), &g.read_f32(&ct).unwrap(), &want, 1e-4 * (k as f32).sqrt(), 1e-4);
+        }
     }
 
     #[test]
