@@ -133,7 +133,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
 // 64 + ty*4 + {0..3}, columns likewise, held as 16 vec4 accumulators (no dynamically indexed
 // registers). K goes in steps of 8 through workgroup memory, k-major so each thread reads its 8 A
 // values and 8 B values as four vec4s. 8 + 8 shared loads feed 64 FMAs (the 64x64 kernel: 8 for 16).
-// grid = (ceil(N/128), ceil(M/128), batch1*batch2). Chosen by the launcher when M and N >= 96.
+// grid = (ceil(N/128), ceil(M/128), batch1*batch2). Auto picks it unless padding costs > 15 %.
 // A_VEC / B_VEC: the operand is read with 16-byte loads through the vec4 views at bindings 6/7
 // (scalar loads where a vec4 would cross an edge); the launcher sets them when alignment allows.
 // The epilogue is written out again here on purpose: moving it into a shared function cost 2-4 % on
