@@ -56,13 +56,35 @@ struct Params {
 @group(0) @binding(6) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> b4: array<vec4<f32>>;
 
-struct Split { b1: u32, b2: u32, kb: u32, ke: u32 }
+// What workgroup layer z works on: the operands' base offsets and its k range. Layer z is a
+// (batch1, batch2) pair, or with split-K a k range and scratch slice z.
+struct Split { abase: u32, bbase: u32, cbase: u32, kb: u32, ke: u32 }
 
-// Workgroup layer z: a (batch1, batch2) pair, or with split-K a k range and scratch slice z.
 fn split(z: u32) -> Split {
-    if (p.k_chunk == 0u) { return Split(z / p.batch2, z % p.batch2, 0u, p.k); }
-    let kb = z * p.k_chunk;
-    return Split(z, 0u, kb, min(p.k, kb + p.k_chunk));
+    var b1 = z;
+    var b2 = 0u;
+    var kb = 0u;
+    var ke = p.k;
+    if (p.k_chunk == 0u) {
+        b1 = z / p.batch2;
+        b2 = z % p.batch2;
+    } else {
+        kb = z * p.k_chunk;
+        ke = min(p.k, kb + p.k_chunk);
+    }
+    return Split(p.a_off + b1 * p.a_bs1 + b2 * p.a_bs2, p.b_off + b1 * p.b_bs1 + b2 * p.b_bs2, b1 * p.c_bs1 + b2 * p.c_bs2, kb, ke);
+}
+
+// Which (k, group of 4 rows) of A and (k, group of 4 columns) of B thread `tid` stages, for a
+// K step of `tk` and 256 / tk groups: consecutive threads walk each operand's contiguous
+// dimension so global reads coalesce (k for row-major A and for B = W^T, rows for A^T, columns
+// for row-major B). Returns (ak, ag, bk, bg).
+fn stage_map(tid: u32, tk: u32) -> vec4<u32> {
+    let groups = 256u / tk;
+    let a_m_fast = p.a_rs == 1u && p.a_cs != 1u;
+    let b_n_fast = p.b_cs == 1u && p.b_rs != 1u;
+    return vec4<u32>(select(tid % tk, tid / groups, a_m_fast), select(tid / tk, tid % groups, a_m_fast),
+                     select(tid % tk, tid / groups, b_n_fast), select(tid / tk, tid % groups, b_n_fast));
 }
 
 const TILE: u32 = 64u;
@@ -73,22 +95,19 @@ var<workgroup> sb: array<vec4<f32>, 256>; // [TK][16]: 4 consecutive columns of 
 @compute @workgroup_size(16, 16, 1)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let sp = split(wid.z);
-    let abase = p.a_off + sp.b1 * p.a_bs1 + sp.b2 * p.a_bs2;
-    let bbase = p.b_off + sp.b1 * p.b_bs1 + sp.b2 * p.b_bs2;
-    let cbase = sp.b1 * p.c_bs1 + sp.b2 * p.c_bs2;
+    let abase = sp.abase;
+    let bbase = sp.bbase;
+    let cbase = sp.cbase;
     let m0 = wid.y * TILE;
     let n0 = wid.x * TILE;
     let tid = lid.y * 16u + lid.x;
     var acc: array<vec4<f32>, 4>;
     for (var i = 0u; i < 4u; i++) { acc[i] = vec4<f32>(0.0); }
-    // a thread stages 4 consecutive rows (A) / columns (B) at one k; consecutive threads walk the
-    // operand's contiguous dimension (see matmul128)
-    let a_m_fast = p.a_rs == 1u && p.a_cs != 1u;
-    let b_n_fast = p.b_cs == 1u && p.b_rs != 1u;
-    let ak = select(tid % TK, tid / 16u, a_m_fast);
-    let ag = select(tid / TK, tid % 16u, a_m_fast);
-    let bk = select(tid % TK, tid / 16u, b_n_fast);
-    let bg = select(tid / TK, tid % 16u, b_n_fast);
+    let st = stage_map(tid, TK);
+    let ak = st.x;
+    let ag = st.y;
+    let bk = st.z;
+    let bg = st.w;
     for (var k0 = sp.kb; k0 < sp.ke; k0 += TK) {
         let ke = sp.ke;
         let ka = k0 + ak;
@@ -169,23 +188,20 @@ fn load_b(bbase: u32, k: u32, col: u32, ke: u32) -> f32 {
 @compute @workgroup_size(16, 16, 1)
 fn matmul128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let sp = split(wid.z);
-    let abase = p.a_off + sp.b1 * p.a_bs1 + sp.b2 * p.a_bs2;
-    let bbase = p.b_off + sp.b1 * p.b_bs1 + sp.b2 * p.b_bs2;
-    let cbase = sp.b1 * p.c_bs1 + sp.b2 * p.c_bs2;
+    let abase = sp.abase;
+    let bbase = sp.bbase;
+    let cbase = sp.cbase;
     let m0 = wid.y * T2;
     let n0 = wid.x * T2;
     let tid = lid.y * 16u + lid.x;
     var acc: array<vec4<f32>, 16>;
     for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
-    // loader mapping: a thread stages 4 consecutive rows (A) or columns (B) at one k: 32 groups x
-    // 8 k per tile. Consecutive threads walk the operand's contiguous dimension so global reads
-    // coalesce: k for row-major A and for B = W^T (b_rs == 1), rows for A^T, columns for row-major B.
-    let a_m_fast = p.a_rs == 1u && p.a_cs != 1u;
-    let b_n_fast = p.b_cs == 1u && p.b_rs != 1u;
-    let ak = select(tid % TK2, tid / 32u, a_m_fast);
-    let ag = select(tid / TK2, tid % 32u, a_m_fast);
-    let bk = select(tid % TK2, tid / 32u, b_n_fast);
-    let bg = select(tid / TK2, tid % 32u, b_n_fast);
+    // a thread stages 4 consecutive rows (A) or columns (B) at one k: 32 groups x 8 k per tile
+    let st = stage_map(tid, TK2);
+    let ak = st.x;
+    let ag = st.y;
+    let bk = st.z;
+    let bg = st.w;
     for (var k0 = sp.kb; k0 < sp.ke; k0 += TK2) {
         let ke = sp.ke;
         let ka = k0 + ak;

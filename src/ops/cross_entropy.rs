@@ -63,9 +63,9 @@ impl CrossEntropy {
 }
 
 /// Rewrites the gradient scale of a prepared `backward` dispatch (a changing loss scale) without
-/// rebuilding it: `dscale` is the ninth 4-byte field of its parameters.
+/// rebuilding it.
 pub fn set_dscale(gpu: &Gpu, backward: &Dispatch, dscale: f32) {
-    gpu.queue.write_buffer(&backward.params, 8 * 4, bytemuck::bytes_of(&dscale));
+    gpu.queue.write_buffer(&backward.params, std::mem::offset_of!(Params, dscale) as u64, bytemuck::bytes_of(&dscale));
 }
 
 pub mod cpu {

@@ -207,10 +207,7 @@ pub fn matmul_split(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tenso
     let mut r = full_params(d, a, b, c, bias, pre);
     r.a_off = scratch.off();
     r.splits = u(splits);
-    let rspec = KernelSpec::new("matmul", "splitk_reduce", BINDS)
-        .constant("HAS_BIAS", bias.is_some() as u32 as f64)
-        .constant("STORE_PRE", pre.is_some() as u32 as f64)
-        .constant("ACT", match d.act { Act::None => 0.0, Act::Gelu => 1.0, Act::Tanh => 2.0 });
+    let rspec = epilogue(KernelSpec::new("matmul", "splitk_reduce", BINDS), d, bias, pre);
     let reduce = Dispatch::new(gpu, &rspec, &r, &[scratch, dr, c, bias.unwrap_or(dr), pre.unwrap_or(dw), dr, dr], grid_elems(d.m * d.n))?
         .cost(0.0, 4.0 * ((splits + 2) * d.m * d.n) as f64);
     Ok(vec![partial, reduce])
@@ -249,10 +246,7 @@ pub(crate) fn build(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tenso
         Tile::T128 => ("matmul", "matmul128", 128),
         _ => ("matmul", "matmul", 64),
     };
-    let mut spec = KernelSpec::new(shader, entry, BINDS)
-        .constant("HAS_BIAS", bias.is_some() as u32 as f64)
-        .constant("STORE_PRE", pre.is_some() as u32 as f64)
-        .constant("ACT", match d.act { Act::None => 0.0, Act::Gelu => 1.0, Act::Tanh => 2.0 });
+    let mut spec = epilogue(KernelSpec::new(shader, entry, BINDS), d, bias, pre);
     if d.precision == Precision::F16 && !coop {
         spec = spec.constant("ROUND_F16", 1.0);
     }
@@ -262,6 +256,13 @@ pub(crate) fn build(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tenso
     let bytes = 4.0 * (d.m * d.k + d.k * d.n + d.m * d.n) as f64 * (d.batch[0] * d.batch[1]) as f64;
     let (spec, a4, b4) = if coop { (spec, gpu.dummy_read(), gpu.dummy_read()) } else { vec_loads(gpu, spec, d.chosen_tile(), &p, a, b) };
     Ok(Dispatch::new(gpu, &spec, &p, &[a, b, c, bias, pre, a4, b4], groups)?.cost(d.flops(), bytes))
+}
+
+/// The epilogue's override constants: bias, pre-activation store, activation.
+fn epilogue(spec: KernelSpec, d: &MatmulDesc, bias: Option<&Tensor>, pre: Option<&Tensor>) -> KernelSpec {
+    spec.constant("HAS_BIAS", bias.is_some() as u32 as f64)
+        .constant("STORE_PRE", pre.is_some() as u32 as f64)
+        .constant("ACT", match d.act { Act::None => 0.0, Act::Gelu => 1.0, Act::Tanh => 2.0 })
 }
 
 /// Shapes, strides and lengths of every operand against `d`.
