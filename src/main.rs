@@ -24,8 +24,9 @@ enum Cmd {
     Info,
     /// Run the encoder on texts and write their last hidden states to a safetensors file.
     Embed(EmbedArgs),
-    /// Pre-train Oscar (masked-token + contrastive); with no flags, a tiny model on the synthetic world.
-    Train(TrainCli),
+    /// Pre-train Oscar (masked-token + contrastive) or fine-tune it (--task); with no flags, pre-train
+    /// a tiny model on the synthetic world.
+    Train(vlp_engine::train::TrainArgs),
     /// Generate the synthetic world (images, region features, tags, captions, VQA, NLVR2, tokenizer).
     Synth(SynthArgs),
     /// Time steady-state Oscar steps (forward, losses, backward, AdamW) on random inputs.
@@ -95,82 +96,19 @@ struct SynthArgs {
 }
 
 #[derive(clap::Args)]
-struct TrainCli {
-    /// tiny | base | large | path to a BERT/Oscar config.json (or its directory).
-    #[arg(long, default_value = "tiny")]
-    config: String,
-    /// Store directory (images.jsonl, captions.jsonl, features.safetensors); default: the synthetic world, generated into OUT/data.
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// tokenizer.json or vocab.txt (default: DATA/tokenizer.json).
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
-    /// Initial weights (safetensors: ours, converted Oscar, or Hugging Face BERT).
-    #[arg(long)]
-    init: Option<PathBuf>,
-    #[arg(long, default_value_t = 300)]
-    steps: usize,
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 1)]
-    grad_accum: usize,
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f32,
-    #[arg(long, default_value_t = 30)]
-    warmup: usize,
-    #[arg(long, default_value_t = 0.01)]
-    weight_decay: f32,
-    /// Global gradient-norm clip; <= 0 turns it off.
-    #[arg(long, default_value_t = 1.0)]
-    max_grad_norm: f32,
-    /// Text tokens per sequence ([CLS] caption [SEP] tags [SEP] + padding).
-    #[arg(long, default_value_t = 32)]
-    text_len: usize,
-    /// Region slots per sequence.
-    #[arg(long, default_value_t = 6)]
-    regions: usize,
-    /// Oscar+ 3-way contrastive loss instead of vanilla Oscar's 2-way.
-    #[arg(long)]
-    three_way: bool,
-    #[arg(long, default_value_t = 100)]
-    eval_every: usize,
-    #[arg(long, default_value_t = 4)]
-    eval_batches: usize,
-    #[arg(long, default_value_t = 100)]
-    save_every: usize,
-    #[arg(long, default_value_t = 10)]
-    log_every: usize,
-    #[arg(long, default_value = "runs/pretrain")]
-    out: PathBuf,
-    /// Continue from OUT/checkpoint.safetensors.
-    #[arg(long)]
-    resume: bool,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Images in the generated synthetic world.
-    #[arg(long, default_value_t = 2000)]
-    synth_images: usize,
-    /// f32, or f16: matmul products in f16 with f32 accumulation (cooperative matrices where the
-    /// adapter has them), f32 master weights and activations, dynamic loss scaling.
-    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
-    precision: String,
-    /// With --precision f16: the first loss scale (default 65536; halved on overflow, doubled
-    /// after 2000 clean steps).
-    #[arg(long)]
-    loss_scale: Option<f32>,
-    /// Testing aid: poison a parameter with NaN before this step.
-    #[arg(long, hide = true)]
-    inject_nan_at: Option<usize>,
-}
-
-#[derive(clap::Args)]
 struct EmbedArgs {
     /// Model directory: config.json, model.safetensors, tokenizer.json or vocab.txt.
     #[arg(long)]
     model: PathBuf,
     /// A text to encode; repeat for several (written as input_ids.i, hidden.i, pooled.i in order).
-    #[arg(long, required = true)]
+    #[arg(long)]
     text: Vec<String>,
+    /// A file of texts, one per line (after any --text).
+    #[arg(long)]
+    texts: Option<PathBuf>,
+    /// Texts per forward pass (one plan for all of them).
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
     /// Object tags for the second segment ([CLS] text [SEP] tags [SEP]).
     #[arg(long)]
     tags: Option<String>,
@@ -228,23 +166,15 @@ fn synth(a: SynthArgs) -> Result<()> {
     Ok(())
 }
 
-fn train(opts: &GpuOptions, c: TrainCli) -> Result<()> {
-    use vlp_engine::train::TrainArgs;
+fn train(opts: &GpuOptions, a: vlp_engine::train::TrainArgs) -> Result<()> {
     let g = Gpu::new(opts)?;
-    let a = TrainArgs {
-        config: c.config, data: c.data, tokenizer: c.tokenizer, init: c.init, steps: c.steps, batch_size: c.batch_size,
-        grad_accum: c.grad_accum, lr: c.lr, warmup: c.warmup, weight_decay: c.weight_decay, max_grad_norm: c.max_grad_norm,
-        text_len: c.text_len, regions: c.regions, three_way: c.three_way, eval_every: c.eval_every, eval_batches: c.eval_batches,
-        save_every: c.save_every, log_every: c.log_every, out: c.out, resume: c.resume, seed: c.seed, synth_images: c.synth_images,
-        progress: true, inject_nan_at: c.inject_nan_at, precision: parse_precision(&c.precision)?, loss_scale: c.loss_scale,
-    };
     let s = vlp_engine::train::train(&g, &a)?;
-    let first = s.losses.first().copied().unwrap_or_default();
-    let last = s.losses.last().copied().unwrap_or_default();
+    let (first, last) = (s.losses.first().cloned().unwrap_or_default(), s.losses.last().cloned().unwrap_or_default());
     println!("done: steps {}..{} of {} | params {:.2}M", s.start_step + 1, s.steps, s.steps, s.params as f64 / 1e6);
-    println!("loss {:.4} -> {:.4} (masked-token {:.4} -> {:.4}, contrastive {:.4} -> {:.4})", first.1, last.1, first.2, last.2, first.3, last.3);
+    let parts: Vec<String> = s.parts.iter().enumerate().filter(|_| s.parts.len() > 1).map(|(k, n)| format!("{n} {:.4} -> {:.4}", first.2.get(k).copied().unwrap_or(0.0), last.2.get(k).copied().unwrap_or(0.0))).collect();
+    println!("loss {:.4} -> {:.4}{}", first.1, last.1, if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) });
     if let Some(e) = &s.eval {
-        println!("validation: loss {:.4}, masked-token accuracy {:.3}, contrastive accuracy {:.3}", e.val_loss, e.val_mtl_acc, e.val_contrastive_acc);
+        println!("validation: {}", e.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", "));
     }
     println!("throughput {:.1} sequences/s | metrics {}/metrics.jsonl, plot {}/loss.png, model {}/model", s.seq_per_s, a.out.display(), a.out.display(), a.out.display());
     Ok(())
@@ -252,9 +182,9 @@ fn train(opts: &GpuOptions, c: TrainCli) -> Result<()> {
 
 fn embed(opts: &GpuOptions, a: EmbedArgs) -> Result<()> {
     use safetensors::{tensor::TensorView, Dtype};
-    use vlp_engine::model::embed::{embed, LoadedModel};
+    use vlp_engine::apps::{embed::embed_many, ModelDir};
     let g = Gpu::new(opts)?;
-    let m = LoadedModel::load(&g, &a.model).with_context(|| format!("loading model from {}", a.model.display()))?;
+    let m = ModelDir::load(&g, &a.model).with_context(|| format!("loading model from {}", a.model.display()))?;
     if !m.report.initialized.is_empty() {
         eprintln!("note: {} tensors not in the checkpoint were initialised (e.g. {})", m.report.initialized.len(), m.report.initialized[0]);
     }
@@ -263,9 +193,20 @@ fn embed(opts: &GpuOptions, a: EmbedArgs) -> Result<()> {
         (Some(f), Some(id)) => Some(vlp_engine::data::store::read_image_features(f, id, m.cfg.img_feature_dim)?),
         _ => None,
     };
+    let mut texts = a.text.clone();
+    if let Some(f) = &a.texts {
+        let body = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        texts.extend(body.lines().filter(|l| !l.trim().is_empty()).map(|l| l.to_string()));
+    }
+    anyhow::ensure!(!texts.is_empty(), "no texts: give --text or --texts FILE");
+    let bar = indicatif::ProgressBar::new(texts.len() as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} texts {per_sec} ETA {eta}").unwrap());
+    let t0 = std::time::Instant::now();
+    let embs = embed_many(&g, &m, &texts, a.tags.as_deref(), regions.as_deref(), a.batch, |n| bar.set_position(n as u64))?;
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
     let mut out: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (i, text) in a.text.iter().enumerate() {
-        let e = embed(&g, &m, text, a.tags.as_deref(), regions.as_deref())?;
+    for (i, e) in embs.iter().enumerate() {
         let t = e.input_ids.len();
         let ids: Vec<i32> = e.input_ids.iter().map(|&x| x as i32).collect();
         out.push((format!("input_ids.{i}"), Dtype::I32, vec![t], bytemuck::cast_slice(&ids).to_vec()));
@@ -278,19 +219,15 @@ fn embed(opts: &GpuOptions, a: EmbedArgs) -> Result<()> {
             out.push((format!("pooled.{i}"), Dtype::F32, vec![m.cfg.hidden_size], bytemuck::cast_slice(&e.pooled).to_vec()));
         }
     }
-    let views: Vec<(String, TensorView)> = out.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    let views: Vec<(String, TensorView)> = out.iter().map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?))).collect::<Result<_>>()?;
     let bytes = safetensors::serialize(views, None)?;
     vlp_engine::util::atomic_write(&a.out, &bytes).with_context(|| format!("writing {}", a.out.display()))?;
-    eprintln!("wrote {} texts to {}", a.text.len(), a.out.display());
+    eprintln!("wrote {} texts to {} ({:.1} texts/s, batch {})", texts.len(), a.out.display(), texts.len() as f64 / secs.max(1e-9), a.batch);
     Ok(())
 }
 
 fn parse_precision(s: &str) -> Result<Precision> {
-    match s {
-        "f32" | "fp32" => Ok(Precision::F32),
-        "f16" | "fp16" => Ok(Precision::F16),
-        other => anyhow::bail!("--precision {other}: expected f32 or f16"),
-    }
+    vlp_engine::train::args::parse_precision(s).map_err(|e| anyhow::anyhow!("--precision {e}"))
 }
 
 fn info(opts: &GpuOptions) -> Result<()> {

@@ -10,7 +10,7 @@
 use safetensors::SafeTensors;
 use vlp_engine::ops::matmul::Precision;
 use vlp_engine::gpu::{Gpu, Recorder};
-use vlp_engine::model::{plan, Batch, Config, Layout, ParamSet, Shape};
+use vlp_engine::model::{Batch, Config, Head, Labels, Mode, ParamLayout, ParamSet, Shape, Step};
 use vlp_engine::ops::optim::AdamWConfig;
 use vlp_engine::train::Optimizer;
 
@@ -69,7 +69,7 @@ fn setup(name: &str) -> Setup {
     let u = |k: &str| sh[k].as_u64().unwrap() as usize;
     let shape = Shape { batch: u("B"), text: u("T"), regions: u("R"), masked: u("masked"), mask3d: sh["mask3d"].as_bool().unwrap() };
     let gpu = Gpu::default_device().unwrap();
-    let layout = std::sync::Arc::new(Layout::for_config(&cfg, gpu.max_binding_bytes()).unwrap());
+    let layout = std::sync::Arc::new(ParamLayout::for_model(&cfg, &Head::Pretrain, gpu.max_binding_bytes()).unwrap());
     let params = ParamSet::zeros(&gpu, layout.clone(), "params").unwrap();
     let grads = ParamSet::zeros(&gpu, layout.clone(), "grads").unwrap();
     for s in &layout.specs {
@@ -82,17 +82,15 @@ fn setup(name: &str) -> Setup {
         pos_ids: u32v("in.pos_ids"),
         img: fx.f32("in.img"),
         mask: fx.f32("in.mask"),
-        mlm_pos: u32v("in.mlm_pos"),
-        mlm_labels: fx.i32("in.mlm_labels"),
-        con_labels: fx.i32("in.con_labels"),
+        labels: Labels::Pretrain { mlm_pos: u32v("in.mlm_pos"), mlm_labels: fx.i32("in.mlm_labels"), contrast_labels: fx.i32("in.con_labels") },
     };
     Setup { fx, cfg, shape, gpu, params, grads, batch }
 }
 
 fn check(name: &str) {
     let Setup { fx, cfg, shape, gpu, params, grads, batch } = setup(name);
-    let step = plan(&gpu, &cfg, &params, Some(&grads), shape, false, 1.0, Precision::F32).unwrap();
-    step.inputs.upload(&gpu, &shape, &cfg, &batch).unwrap();
+    let step = Step::new(&gpu, &cfg, &params, Some(&grads), &Head::Pretrain, shape, Mode::Train { dropout: false }, 1.0, Precision::F32).unwrap();
+    step.upload(&gpu, &cfg, &batch).unwrap();
     let adam = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, max_grad_norm: 1.0 };
     let opt = Optimizer::new(&gpu, &params, &grads, adam, 0.01).unwrap();
     let mut rec = Recorder::new(&gpu);
@@ -103,9 +101,9 @@ fn check(name: &str) {
     let hid = gpu.read_f32(step.hidden()).unwrap();
     let e = max_abs(&hid, &fx.f32("out.hidden"));
     assert!(e < 1e-4, "{name}: hidden max abs error {e}");
-    let e = max_abs(&gpu.read_f32(&step.acts.pooled).unwrap(), &fx.f32("out.pooled"));
+    let e = max_abs(&gpu.read_f32(step.pooled()).unwrap(), &fx.f32("out.pooled"));
     assert!(e < 1e-4, "{name}: pooled max abs error {e}");
-    let losses = gpu.read_f32(&step.acts.losses).unwrap();
+    let losses = gpu.read_f32(step.losses()).unwrap();
     let (mlm, con) = (fx.f32("out.mlm_loss")[0], fx.f32("out.con_loss")[0]);
     assert!((losses[2] - mlm).abs() < 1e-4, "{name}: mlm loss {} vs torch {mlm}", losses[2]);
     assert!((losses[6] - con).abs() < 1e-4, "{name}: contrastive loss {} vs torch {con}", losses[6]);
@@ -158,14 +156,14 @@ fn check(name: &str) {
 fn check_f16(name: &str) {
     let Setup { fx, cfg, shape, gpu, params, grads, batch } = setup(name);
     let scale = 65536.0f32;
-    let step = plan(&gpu, &cfg, &params, Some(&grads), shape, false, scale, Precision::F16).unwrap();
-    step.inputs.upload(&gpu, &shape, &cfg, &batch).unwrap();
+    let step = Step::new(&gpu, &cfg, &params, Some(&grads), &Head::Pretrain, shape, Mode::Train { dropout: false }, scale, Precision::F16).unwrap();
+    step.upload(&gpu, &cfg, &batch).unwrap();
     for g in &grads.arenas {
         gpu.run([&vlp_engine::ops::elementwise::fill(&gpu, g, 0.0).unwrap()]).unwrap();
     }
     gpu.run(step.forward.iter().chain(&step.backward)).unwrap();
     let e = max_abs(&gpu.read_f32(step.hidden()).unwrap(), &fx.f32("out.hidden"));
-    let losses = gpu.read_f32(&step.acts.losses).unwrap();
+    let losses = gpu.read_f32(step.losses()).unwrap();
     let (mlm, con) = (fx.f32("out.mlm_loss")[0], fx.f32("out.con_loss")[0]);
     let le = (losses[2] - mlm).abs().max((losses[6] - con).abs());
     let mut worst = (String::new(), 0f64);

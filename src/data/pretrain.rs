@@ -6,7 +6,7 @@
 use super::store::{read_all_features, read_jsonl};
 use super::synth::{Caption, Image};
 use super::{Tok, Truncation};
-use crate::model::{Batch, Shape};
+use crate::model::{Batch, Labels, Shape};
 use crate::util::Rng;
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -85,6 +85,7 @@ impl<'a> Sampler<'a> {
         let s = self.shape;
         let (sq, d) = (s.seq(), self.data.feature_dim);
         let mut b = Batch { img: vec![0.0; s.batch * s.regions * d], mask: vec![0.0; s.rows()], ..Default::default() };
+        let (mut mlm_pos, mut mlm_labels, mut contrast_labels) = (Vec::new(), Vec::new(), Vec::new());
         let n_img = self.data.images.len();
         for bi in 0..s.batch {
             let ci = self.pool[rng.below(self.pool.len())];
@@ -122,9 +123,9 @@ impl<'a> Sampler<'a> {
             for t in 0..s.text {
                 let real = t < x.ids.len();
                 let mut id = if real { x.ids[t] } else { self.tok.pad };
-                if real && id != self.tok.cls && id != self.tok.sep && rng.uniform() < 0.15 && b.mlm_pos.len() < s.masked {
-                    b.mlm_pos.push((bi * sq + t) as u32);
-                    b.mlm_labels.push(id as i32);
+                if real && id != self.tok.cls && id != self.tok.sep && rng.uniform() < 0.15 && mlm_pos.len() < s.masked {
+                    mlm_pos.push((bi * sq + t) as u32);
+                    mlm_labels.push(id as i32);
                     let v = rng.uniform();
                     if v < 0.8 {
                         id = self.tok.mask;
@@ -143,11 +144,12 @@ impl<'a> Sampler<'a> {
             for k in 0..r {
                 b.mask[bi * sq + s.text + k] = 1.0;
             }
-            b.con_labels.push(label);
+            contrast_labels.push(label);
         }
         // unused masked slots: position 0, label -1 (ignored)
-        b.mlm_labels.resize(s.masked, -1);
-        b.mlm_pos.resize(s.masked, 0);
+        mlm_labels.resize(s.masked, -1);
+        mlm_pos.resize(s.masked, 0);
+        b.labels = Labels::Pretrain { mlm_pos, mlm_labels, contrast_labels };
         b
     }
 

@@ -115,7 +115,7 @@ pub fn save(gpu: &Gpu, params: &ParamSet, file: &Path, metadata: HashMap<String,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Config, Layout};
+    use crate::model::{Config, Head, ParamLayout};
     use std::sync::Arc;
 
     fn tiny() -> Config {
@@ -130,7 +130,7 @@ mod tests {
     fn save_load_round_trip_and_hf_names_and_errors() {
         let gpu = crate::ops::testutil::gpu();
         let c = tiny();
-        let layout = Arc::new(Layout::for_config(&c, gpu.max_binding_bytes()).unwrap());
+        let layout = Arc::new(ParamLayout::for_model(&c, &Head::Pretrain, gpu.max_binding_bytes()).unwrap());
         let p = ParamSet::zeros(gpu, layout.clone(), "p").unwrap();
         p.init(gpu, 7).unwrap();
         let dir = std::env::temp_dir().join(format!("vlp-ckpt-{}", std::process::id()));
@@ -162,7 +162,7 @@ mod tests {
         // wrong shape: a config with another hidden size
         let mut c2 = c.clone();
         c2.intermediate_size = 128;
-        let l2 = Arc::new(Layout::for_config(&c2, gpu.max_binding_bytes()).unwrap());
+        let l2 = Arc::new(ParamLayout::for_model(&c2, &Head::Pretrain, gpu.max_binding_bytes()).unwrap());
         let q2 = ParamSet::zeros(gpu, l2, "q2").unwrap();
         let e = load(gpu, &q2, &f).unwrap_err().to_string();
         assert!(e.contains("model.safetensors") && e.contains("intermediate.dense.weight") && e.contains("[128, 64]"), "{e}");

@@ -1,15 +1,17 @@
-//! The Oscar model on the runtime: config, named parameters in arenas, checkpoints, and the
-//! forward and backward passes over activation buffers planned once per batch shape.
+//! The Oscar model on the runtime: config, named parameters in arenas, checkpoints, the encoder and
+//! its heads, and plans per mode (train, forward-only, decode) over buffers planned once per shape.
+//! The model takes arrays (`Batch`); it does not tokenize.
+pub mod acts;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
-pub mod embed;
+pub mod encoder;
 pub mod heads;
-pub mod oscar;
 pub mod params;
-pub mod plan;
+pub mod step;
 
+pub use batch::{Batch, Labels, Shape};
 pub use config::Config;
-pub use batch::{Batch, Shape};
-pub use oscar::{plan, Step};
-pub use params::{Layout, ParamSet};
+pub use heads::{ClassLoss, Head};
+pub use params::{ParamLayout, ParamSet};
+pub use step::{Mode, Step};

@@ -4,6 +4,7 @@
 //! about two dispatches per block; blocks are packed into arenas that stay under the adapter's
 //! binding limit. Gradients and the two AdamW moments are `ParamSet`s with the same layout.
 use super::config::Config;
+use super::heads::Head;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ impl ParamSpec {
 
 /// Where each tensor lives: (arena, element offset).
 #[derive(Debug)]
-pub struct Layout {
+pub struct ParamLayout {
     pub specs: Vec<ParamSpec>,
     pub place: Vec<(usize, usize)>,
     pub arena_len: Vec<usize>,
@@ -52,7 +53,8 @@ pub fn decays(name: &str) -> bool {
     !(name.contains("bias") || name.contains("LayerNorm.weight"))
 }
 
-pub fn specs(c: &Config) -> Vec<ParamSpec> {
+/// The encoder's parameters, then the head's (in the last block, after the pooler).
+pub fn specs(c: &Config, head: &Head) -> Vec<ParamSpec> {
     let (h, v, f) = (c.hidden_size, c.vocab_size, c.intermediate_size);
     let std = c.initializer_range;
     let mut out = Vec::new();
@@ -92,10 +94,9 @@ pub fn specs(c: &Config) -> Vec<ParamSpec> {
     }
     block += 1;
     lin(&mut out, &mut add, block, "bert.pooler.dense", h, h);
-    lin(&mut out, &mut add, block, "cls.predictions.transform.dense", h, h);
-    lin(&mut out, &mut add, block, "cls.predictions.transform.LayerNorm", h, 0);
-    add(&mut out, block, "cls.predictions.bias".into(), vec![v]);
-    lin(&mut out, &mut add, block, "cls.seq_relationship", c.num_contrast_classes, h);
+    for (name, shape) in head.specs(c) {
+        add(&mut out, block, name, shape);
+    }
     // LayerNorm "linears" above were added as [h, 0] weights: fix them to [h].
     for s in &mut out {
         if s.shape.len() == 2 && s.shape[1] == 0 {
@@ -105,10 +106,10 @@ pub fn specs(c: &Config) -> Vec<ParamSpec> {
     out
 }
 
-impl Layout {
+impl ParamLayout {
     /// Packs `specs` (block by block, decayed first within a block) into arenas of at most
     /// `max_bytes` each.
-    pub fn new(mut specs: Vec<ParamSpec>, max_bytes: u64) -> Result<Layout> {
+    pub fn new(mut specs: Vec<ParamSpec>, max_bytes: u64) -> Result<ParamLayout> {
         specs.sort_by_key(|s| (s.block, !s.decay)); // stable: keeps the natural order inside a group
         let max = (max_bytes / 4) as usize;
         let (mut place, mut arena_len) = (Vec::new(), vec![0usize]);
@@ -125,11 +126,11 @@ impl Layout {
             arena_len[a] += n;
         }
         let index = specs.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
-        Ok(Layout { specs, place, arena_len, index })
+        Ok(ParamLayout { specs, place, arena_len, index })
     }
 
-    pub fn for_config(c: &Config, max_bytes: u64) -> Result<Layout> {
-        Layout::new(specs(c), max_bytes)
+    pub fn for_model(c: &Config, head: &Head, max_bytes: u64) -> Result<ParamLayout> {
+        ParamLayout::new(specs(c, head), max_bytes)
     }
 
     pub fn numel(&self) -> usize {
@@ -152,12 +153,12 @@ impl Layout {
 /// One full set of arenas (parameters, gradients, or an AdamW moment) with named views.
 #[derive(Clone)]
 pub struct ParamSet {
-    pub layout: Arc<Layout>,
+    pub layout: Arc<ParamLayout>,
     pub arenas: Vec<Tensor>,
 }
 
 impl ParamSet {
-    pub fn zeros(gpu: &Gpu, layout: Arc<Layout>, label: &str) -> Result<ParamSet> {
+    pub fn zeros(gpu: &Gpu, layout: Arc<ParamLayout>, label: &str) -> Result<ParamSet> {
         let arenas = layout
             .arena_len
             .iter()
@@ -228,7 +229,7 @@ mod tests {
     #[test]
     fn layout_packs_under_the_limit_and_groups_decay() {
         let c = Config::preset("base").unwrap();
-        let l = Layout::for_config(&c, 128 << 20).unwrap();
+        let l = ParamLayout::for_model(&c, &Head::Pretrain, 128 << 20).unwrap();
         assert!(l.arena_len.iter().all(|&n| 4 * n as u64 <= 128 << 20));
         // BERT-base + image projection + heads: ~110M + 1.58M + heads
         let n = l.numel();
@@ -239,7 +240,7 @@ mod tests {
             assert_eq!(l.specs[l.index[s]].decay, decay, "{s}");
         }
         // a single tensor larger than the limit is a clear error naming it
-        let e = Layout::for_config(&c, 64 << 20).unwrap_err().to_string();
+        let e = ParamLayout::for_model(&c, &Head::Pretrain, 64 << 20).unwrap_err().to_string();
         assert!(e.contains("word_embeddings"), "{e}");
     }
 }

@@ -34,6 +34,11 @@ pub fn backward(gpu: &Gpu, logits: &Tensor, targets: &Tensor, dlogits: &Tensor, 
     Dispatch::new(gpu, &KernelSpec::new("bce", "bce_bwd", BINDS), &p, &[logits, targets, dlogits], grid_elems(n))
 }
 
+/// Rewrites the gradient scale of a prepared `backward` dispatch (a changing loss scale).
+pub fn set_scale(gpu: &Gpu, backward: &Dispatch, scale: f32) {
+    gpu.queue.write_buffer(&backward.params, std::mem::offset_of!(Params, scale) as u64, bytemuck::bytes_of(&scale));
+}
+
 pub mod cpu {
     pub fn forward(x: &[f32], y: &[f32], scale: f32) -> f64 {
         x.iter().zip(y).map(|(&v, &t)| { let v = v as f64; v.max(0.0) - v * t as f64 + (-v.abs()).exp().ln_1p() }).sum::<f64>() * scale as f64

@@ -5,7 +5,7 @@
 use crate::ops::matmul::Precision;
 use super::optim::Optimizer;
 use crate::gpu::{Gpu, ProfileRow, Profiler, Recorder};
-use crate::model::{plan, Batch, Config, Layout, ParamSet, Shape};
+use crate::model::{Batch, Config, Head, Labels, Mode, ParamLayout, ParamSet, Shape, Step};
 use crate::ops::optim::AdamWConfig;
 use crate::util::Rng;
 use crate::{Error, Result};
@@ -70,17 +70,19 @@ fn random_batch(c: &Config, s: &Shape, rng: &mut Rng, masked_per_seq: usize) -> 
         // uniform, not normal: 13M Box-Muller draws at batch 128 would delay the first step
         img: (0..s.batch * s.regions * c.img_feature_dim).map(|_| rng.uniform() * 2.0 - 1.0).collect(),
         mask: vec![1.0; s.rows()],
-        con_labels: (0..s.batch).map(|_| rng.below(c.num_contrast_classes) as i32).collect(),
         ..Default::default()
     };
+    let contrast_labels = (0..s.batch).map(|_| rng.below(c.num_contrast_classes) as i32).collect();
+    let (mut mlm_pos, mut mlm_labels) = (Vec::new(), Vec::new());
     for bi in 0..s.batch {
         for k in 0..masked_per_seq {
-            b.mlm_pos.push((bi * sq + 1 + k * (s.text - 1) / masked_per_seq) as u32);
-            b.mlm_labels.push(rng.below(c.vocab_size) as i32);
+            mlm_pos.push((bi * sq + 1 + k * (s.text - 1) / masked_per_seq) as u32);
+            mlm_labels.push(rng.below(c.vocab_size) as i32);
         }
     }
-    b.mlm_pos.resize(s.masked, 0);
-    b.mlm_labels.resize(s.masked, -1);
+    mlm_pos.resize(s.masked, 0);
+    mlm_labels.resize(s.masked, -1);
+    b.labels = Labels::Pretrain { mlm_pos, mlm_labels, contrast_labels };
     b
 }
 
@@ -94,7 +96,7 @@ pub fn bench(gpu: &Gpu, a: &BenchArgs, launched: Instant) -> Result<BenchResult>
     let masked_per_seq = ((0.15 * a.text as f64).round() as usize).max(1);
     let shape = Shape { batch: a.batch, text: a.text, regions: a.regions, masked: a.batch * masked_per_seq, mask3d: false };
     let before = gpu.allocated.load(Ordering::Relaxed);
-    let layout = Arc::new(Layout::for_config(&cfg, gpu.max_binding_bytes())?);
+    let layout = Arc::new(ParamLayout::for_model(&cfg, &Head::Pretrain, gpu.max_binding_bytes())?);
     let params = ParamSet::zeros(gpu, layout.clone(), "params")?;
     params.init(gpu, 1)?;
     let grads = if a.train { Some(ParamSet::zeros(gpu, layout.clone(), "grads")?) } else { None };
@@ -102,9 +104,10 @@ pub fn bench(gpu: &Gpu, a: &BenchArgs, launched: Instant) -> Result<BenchResult>
     // the f16 path's first loss scale; with random weights a step may overflow and be skipped,
     // which costs the same time as one that is not
     let scale = if a.precision == Precision::F16 { super::scaler::LossScaler::new().scale } else { 1.0 };
-    let step = plan(gpu, &cfg, &params, grads.as_ref(), shape, a.train, scale, a.precision)?;
-    step.inputs.upload(gpu, &shape, &cfg, &random_batch(&cfg, &shape, &mut Rng::new(7), masked_per_seq))?;
-    gpu.write_u32(&step.inputs.seed, &[1])?;
+    let mode = if a.train { Mode::Train { dropout: true } } else { Mode::Eval };
+    let step = Step::new(gpu, &cfg, &params, grads.as_ref(), &Head::Pretrain, shape, mode, scale, a.precision)?;
+    step.upload(gpu, &cfg, &random_batch(&cfg, &shape, &mut Rng::new(7), masked_per_seq))?;
+    gpu.write_u32(&step.inputs.dropout_seed, &[1])?;
     if let Some(o) = &opt {
         o.adamw.set_step_scaled(gpu, 1e-5, 1, 1.0 / scale)?;
     }

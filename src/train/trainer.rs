@@ -1,83 +1,38 @@
-//! `vlp-engine train`: Oscar pre-training (masked-token + contrastive loss) with AdamW, warm-up +
-//! linear decay, clipping, gradient accumulation, dropout, periodic evaluation, metrics.jsonl, a
-//! loss-curve PNG, and atomic checkpoints that resume bit-for-bit (batches and dropout masks are
-//! functions of (seed, step, micro-batch), and every kernel sums in a fixed order).
-use crate::ops::matmul::Precision;
+//! `vlp-engine train`: one step loop for every task — micro-batches, AdamW with warm-up + linear
+//! decay, clipping, dropout, f16 loss scaling, periodic evaluation, metrics.jsonl, a loss-curve PNG,
+//! and atomic checkpoints that resume bit for bit (batches and dropout masks are functions of
+//! (seed, step, micro-batch), and every kernel sums in a fixed order). What is trained comes from
+//! the task (`tasks::Task`): its batches, its head, its metrics.
+use super::args::TrainArgs;
 use super::optim::Optimizer;
 use super::scaler::{LossScaler, MIN_SCALE};
 use super::{plot, schedule, state};
-use crate::data::pretrain::{Contrast, PretrainData, Sampler};
+use crate::data::pretrain::PretrainData;
 use crate::data::{store, synth, Tok};
 use crate::gpu::{DType, Gpu, Readback, Recorder};
-use crate::model::{checkpoint, plan, Config, Layout, ParamSet};
+use crate::model::{checkpoint, Config, Head, Mode, ParamLayout, ParamSet, Step};
 use crate::ops::elementwise::{acc_into, fill};
+use crate::ops::matmul::Precision;
 use crate::ops::optim::AdamWConfig;
+use crate::tasks::{self, Task};
 use crate::util::Rng;
 use crate::{Error, Result};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-#[derive(Clone, Debug)]
-pub struct TrainArgs {
-    pub config: String,
-    /// A store directory; None generates the synthetic world into OUT/data.
-    pub data: Option<PathBuf>,
-    pub tokenizer: Option<PathBuf>,
-    pub init: Option<PathBuf>,
-    pub steps: usize,
-    pub batch_size: usize,
-    pub grad_accum: usize,
-    pub lr: f32,
-    pub warmup: usize,
-    pub weight_decay: f32,
-    pub max_grad_norm: f32,
-    pub text_len: usize,
-    pub regions: usize,
-    pub three_way: bool,
-    pub eval_every: usize,
-    pub eval_batches: usize,
-    pub save_every: usize,
-    pub log_every: usize,
-    pub out: PathBuf,
-    pub resume: bool,
-    pub seed: u64,
-    pub synth_images: usize,
-    pub progress: bool,
-    /// Testing aid: poison a parameter with NaN before this step.
-    pub inject_nan_at: Option<usize>,
-    /// What the matmuls compute their products in; F16 brings dynamic loss scaling.
-    pub precision: Precision,
-    /// F16 only: the first loss scale (default 2^16, as GradScaler).
-    pub loss_scale: Option<f32>,
-}
-
-impl Default for TrainArgs {
-    fn default() -> Self {
-        TrainArgs {
-            config: "tiny".into(), data: None, tokenizer: None, init: None, steps: 300, batch_size: 16, grad_accum: 1, lr: 1e-3,
-            warmup: 30, weight_decay: 0.01, max_grad_norm: 1.0, text_len: 32, regions: 6, three_way: false, eval_every: 100,
-            eval_batches: 4, save_every: 100, log_every: 10, out: PathBuf::from("runs/pretrain"), resume: false, seed: 42,
-            synth_images: 2000, progress: true, inject_nan_at: None, precision: Precision::F32, loss_scale: None,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct Eval {
-    pub val_loss: f32,
-    pub val_mtl_acc: f32,
-    pub val_contrastive_acc: f32,
-}
-
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
     pub start_step: usize,
     pub steps: usize,
-    /// (step, loss, mtl_loss, contrastive_loss) at every logged step.
-    pub losses: Vec<(usize, f32, f32, f32)>,
-    pub eval: Option<Eval>,
+    /// Names of the loss parts (e.g. mtl_loss, contrastive_loss).
+    pub parts: Vec<String>,
+    /// (step, loss, parts) at every logged step.
+    pub losses: Vec<(usize, f32, Vec<f32>)>,
+    /// The last evaluation's metrics.
+    pub eval: Option<BTreeMap<String, f32>>,
     pub seq_per_s: f64,
     pub params: usize,
 }
@@ -102,6 +57,17 @@ fn prepare_data(a: &TrainArgs, feature_dim: usize) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The checkpoint file of `--init` (a model directory or a file) and the config it implies.
+fn init_source(a: &TrainArgs) -> (Option<PathBuf>, String) {
+    let Some(init) = &a.init else { return (None, a.config.clone().unwrap_or_else(|| "tiny".into())) };
+    if init.is_dir() {
+        let cfg = a.config.clone().unwrap_or_else(|| init.join("config.json").display().to_string());
+        (Some(init.join("model.safetensors")), cfg)
+    } else {
+        (Some(init.clone()), a.config.clone().unwrap_or_else(|| "tiny".into()))
+    }
+}
+
 pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
     if a.steps == 0 || a.batch_size == 0 || a.grad_accum == 0 {
         return Err(Error::Other("--steps, --batch-size and --grad-accum must be positive".into()));
@@ -114,57 +80,87 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
     if a.text_len < 4 {
         return Err(Error::Other(format!("--text-len {} leaves no room to mask: [CLS] caption [SEP] tags [SEP] needs at least 4", a.text_len)));
     }
-    let preset = Config::preset(&a.config).is_some();
-    let mut cfg = Config::load(&a.config)?;
+    if !(0.0..1.0).contains(&a.head_dropout) {
+        return Err(Error::Other(format!("--head-dropout {} must be in [0, 1)", a.head_dropout)));
+    }
+    let (init_file, config) = init_source(a);
+    let preset = Config::preset(&config).is_some();
+    let mut cfg = Config::load(&config)?;
     std::fs::create_dir_all(&a.out).map_err(|e| Error::Other(format!("{}: {e}", a.out.display())))?;
     let data_dir = prepare_data(a, cfg.img_feature_dim)?;
     let tok_path = a.tokenizer.clone().unwrap_or_else(|| data_dir.join("tokenizer.json"));
     let tok = Tok::load(&tok_path)?;
     let data = PretrainData::load(&data_dir, &tok)?;
+    let task: Box<dyn Task + '_> = match a.task.as_str() {
+        "pretrain" => Box::new(tasks::pretrain::Pretrain::new(&data, &tok, a.batch_size, a.text_len, a.regions, a.three_way, cfg_vocab(preset, &cfg, &tok))?),
+        "retrieval" => Box::new(tasks::retrieval::Retrieval::new(&data, &tok, a.batch_size, a.text_len, a.regions, a.head_dropout)?),
+        t => return Err(Error::Other(format!("--task {t}: expected pretrain or retrieval"))),
+    };
     if preset {
         // a preset adapts to the data: its vocabulary and feature width
         cfg.vocab_size = tok.vocab_size();
-        cfg.img_feature_dim = data.feature_dim;
-    } else if cfg.img_feature_dim != data.feature_dim || cfg.vocab_size < tok.vocab_size() {
+        cfg.img_feature_dim = task.feature_dim();
+    } else if cfg.img_feature_dim != task.feature_dim() || cfg.vocab_size < tok.vocab_size() {
         return Err(Error::Other(format!(
-            "config {} (img_feature_dim {}, vocab {}) does not fit the data (feature dim {}) and tokenizer ({} tokens)",
-            a.config, cfg.img_feature_dim, cfg.vocab_size, data.feature_dim, tok.vocab_size()
+            "config {config} (img_feature_dim {}, vocab {}) does not fit the data (feature dim {}) and tokenizer ({} tokens)",
+            cfg.img_feature_dim, cfg.vocab_size, task.feature_dim(), tok.vocab_size()
         )));
     }
-    cfg.num_contrast_classes = if a.three_way { 3 } else { 2 };
+    if a.task == "pretrain" {
+        cfg.num_contrast_classes = if a.three_way { 3 } else { 2 };
+    }
     cfg.max_position_embeddings = cfg.max_position_embeddings.max(a.text_len);
     cfg.validate().map_err(Error::Other)?;
+    let head = task.head(&cfg);
+    run(gpu, a, &cfg, &head, task.as_ref(), &tok, init_file.as_deref())
+}
 
-    let layout = Arc::new(Layout::for_config(&cfg, gpu.max_binding_bytes())?);
+fn cfg_vocab(preset: bool, cfg: &Config, tok: &Tok) -> usize {
+    if preset {
+        tok.vocab_size()
+    } else {
+        cfg.vocab_size
+    }
+}
+
+/// The step loop for any task.
+pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task, tok: &Tok, init: Option<&Path>) -> Result<Summary> {
+    let layout = Arc::new(ParamLayout::for_model(cfg, head, gpu.max_binding_bytes())?);
     let params = ParamSet::zeros(gpu, layout.clone(), "params")?;
     let grads = ParamSet::zeros(gpu, layout.clone(), "grads")?;
     params.init(gpu, a.seed)?;
-    if let Some(init) = &a.init {
+    if let Some(init) = init {
         let r = checkpoint::load(gpu, &params, init)?;
         eprintln!("init from {}: {} loaded, {} initialised, {} ignored", init.display(), r.loaded.len(), r.initialized.len(), r.ignored.len());
+        let fresh: Vec<&String> = r.initialized.iter().filter(|n| head.specs(cfg).iter().any(|(h, _)| h == *n)).collect();
+        if !fresh.is_empty() {
+            eprintln!("the {} head is not in {}: freshly initialised ({})", head.name(), init.display(), fresh.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+        }
     }
     let adam = AdamWConfig { max_grad_norm: a.max_grad_norm, ..Default::default() };
     let opt = Optimizer::new(gpu, &params, &grads, adam, a.weight_decay)?;
-    let contrast = if a.three_way { Contrast::ThreeWay } else { Contrast::TwoWay };
-    let train_s = Sampler::new(&data, &tok, "train", a.batch_size, a.text_len, a.regions, contrast, cfg.vocab_size)?;
-    let val_s = Sampler::new(&data, &tok, "val", a.batch_size, a.text_len, a.regions, contrast, cfg.vocab_size).ok();
     let f16 = a.precision == Precision::F16;
     let mut scaler = if f16 { LossScaler::new() } else { LossScaler::off() };
     if let (true, Some(s)) = (f16, a.loss_scale) {
         scaler.scale = s;
     }
-    let step = plan(gpu, &cfg, &params, Some(&grads), train_s.shape, true, scaler.scale / a.grad_accum as f32, a.precision)?;
-    let eval = match &val_s { Some(v) => Some(plan(gpu, &cfg, &params, None, v.shape, false, 1.0, a.precision)?), None => None };
-    let loss_acc = gpu.zeros("loss_acc", &[8], DType::F32)?;
+    let shape = task.train_shape();
+    let step = Step::new(gpu, cfg, &params, Some(&grads), head, shape, Mode::Train { dropout: true }, scaler.scale / a.grad_accum as f32, a.precision)?;
+    let eval = match task.eval_shape() {
+        Some(s) => Some(Step::new(gpu, cfg, &params, None, head, s, Mode::Eval, 1.0, a.precision)?),
+        None => None,
+    };
+    let n_loss = step.losses().numel();
+    let loss_acc = gpu.zeros("loss_acc", &[n_loss], DType::F32)?;
     let start_loss = fill(gpu, &loss_acc, 0.0)?;
-    let add_loss = acc_into(gpu, 1.0 / a.grad_accum as f32, &step.acts.losses, 1.0, &loss_acc)?;
+    let add_loss = acc_into(gpu, 1.0 / a.grad_accum as f32, step.losses(), 1.0, &loss_acc)?;
     // reused every logged step: the steady-state step allocates nothing
-    let (mut rb_loss, mut rb_clip) = (Readback::new(gpu, 32)?, Readback::new(gpu, 16)?);
+    let (mut rb_loss, mut rb_clip) = (Readback::new(gpu, 4 * n_loss as u64)?, Readback::new(gpu, 16)?);
 
     let ckpt = a.out.join("checkpoint.safetensors");
     let mut start = 0;
     if a.resume && ckpt.exists() {
-        let r = state::load(gpu, &ckpt, &cfg, &params, &opt.m, &opt.v)?;
+        let r = state::load(gpu, &ckpt, cfg, &params, &opt.m, &opt.v)?;
         if r.seed != a.seed {
             return Err(Error::Other(format!("{}: written with --seed {}, resuming with --seed {}", ckpt.display(), r.seed, a.seed)));
         }
@@ -181,13 +177,15 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
     let mut metrics = std::fs::OpenOptions::new().append(true).open(&metrics_path).map_err(|e| Error::Other(e.to_string()))?;
 
     let nparams = layout.numel();
+    let seqs = shape.batch;
     eprintln!(
-        "{} | params {:.2}M | batch {}x{} (text {} + regions {}) | steps {} | memory: params {} MiB, grads {} MiB, adam {} MiB, activations {} MiB",
-        gpu.summary(), nparams as f64 / 1e6, a.batch_size, a.grad_accum, a.text_len, a.regions, a.steps,
+        "{} | {} | params {:.2}M | batch {}x{} (text {} + regions {}) | steps {} | memory: params {} MiB, grads {} MiB, adam {} MiB, activations {} MiB",
+        gpu.summary(), head.name(), nparams as f64 / 1e6, seqs, a.grad_accum, shape.text, shape.regions, a.steps,
         params.bytes() >> 20, grads.bytes() >> 20, opt.state_bytes() >> 20, (step.act_bytes + step.grad_act_bytes) >> 20
     );
+    let parts = head.loss_parts();
     let bar = progress_bar(a, start);
-    let mut summary = Summary { start_step: start, steps: a.steps, params: nparams, ..Default::default() };
+    let mut summary = Summary { start_step: start, steps: a.steps, params: nparams, parts: parts.iter().map(|p| p.0.to_string()).collect(), ..Default::default() };
     let (mut t_log, mut seqs_since) = (Instant::now(), 0usize);
     let (mut total_seqs, mut total_time) = (0usize, 0f64);
     for s in start + 1..=a.steps {
@@ -198,9 +196,9 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
         }
         for micro in 0..a.grad_accum {
             let mut rng = Rng::new(mix(a.seed, s as u64, micro as u64));
-            let b = train_s.batch(&mut rng);
-            step.inputs.upload(gpu, &train_s.shape, &cfg, &b)?;
-            gpu.write_u32(&step.inputs.seed, &[mix(a.seed, s as u64, 1000 + micro as u64) as u32])?;
+            let b = task.train_batch(&mut rng)?;
+            step.upload(gpu, cfg, &b)?;
+            gpu.write_u32(&step.inputs.dropout_seed, &[mix(a.seed, s as u64, 1000 + micro as u64) as u32])?;
             let mut rec = Recorder::new(gpu);
             if micro == 0 {
                 rec.run(opt.zero_grads.iter().chain([&start_loss]));
@@ -210,7 +208,7 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
         }
         let lr = schedule::lr_at(s, a.steps, a.warmup, a.lr);
         opt.adamw.set_step_scaled(gpu, lr, s as u32, 1.0 / scaler.scale)?;
-        seqs_since += a.batch_size * a.grad_accum;
+        seqs_since += seqs * a.grad_accum;
         let do_eval = a.eval_every > 0 && (s % a.eval_every == 0 || s == a.steps) && eval.is_some();
         let do_save = s == a.steps || (a.save_every > 0 && s % a.save_every == 0);
         let do_log = s % a.log_every.max(1) == 0 || s == start + 1 || do_eval || do_save;
@@ -249,14 +247,15 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
         }
         if do_log {
             let l: Vec<f32> = bytemuck::pod_collect_to_vec(&rb_loss.wait(gpu)?);
-            let (mtl, con) = (l[2], l[6]);
-            let loss = mtl + con;
+            let vals: Vec<f32> = parts.iter().map(|&(_, i)| l[i]).collect();
+            let loss = tasks::loss_of(head, &l);
+            let parts_text = parts.iter().zip(&vals).map(|(p, v)| format!("{} {v}", p.0)).collect::<Vec<_>>().join(", ");
             // a skipped f16 step (gradients overflowed) is expected now and then; a non-finite loss
             // is fatal in both precisions: no loss scale fixes the forward pass
             if !loss.is_finite() || (!norm.is_finite() && !(f16 && skipped)) {
                 bar.abandon();
                 let last = if ckpt.exists() { format!("the last good checkpoint is {}", ckpt.display()) } else { "no checkpoint was written".into() };
-                return Err(Error::Other(format!("loss became {loss} (masked-token {mtl}, contrastive {con}, grad norm {norm}) at step {s}; stopping; {last}")));
+                return Err(Error::Other(format!("loss became {loss} ({parts_text}, grad norm {norm}) at step {s}; stopping; {last}")));
             }
             let dt = t_log.elapsed().as_secs_f64();
             let sps = seqs_since as f64 / dt.max(1e-9);
@@ -264,33 +263,41 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
                 total_seqs += seqs_since;
                 total_time += dt;
             }
-            let mut line = serde_json::json!({"step": s, "loss": loss, "mtl_loss": mtl, "contrastive_loss": con, "lr": lr, "seq_per_s": sps, "grad_norm": norm});
+            let mut line = serde_json::json!({"step": s, "loss": loss});
+            if parts.len() > 1 {
+                for (p, v) in parts.iter().zip(&vals) {
+                    line[p.0] = (*v).into();
+                }
+            }
+            line["lr"] = lr.into();
+            line["seq_per_s"] = sps.into();
+            line["grad_norm"] = norm.into();
             if f16 {
                 line["loss_scale"] = scaler.scale.into();
                 line["skipped"] = skipped.into();
             }
             if do_eval {
-                let e = evaluate(gpu, &cfg, eval.as_ref().unwrap(), val_s.as_ref().unwrap(), a)?;
-                line["val_loss"] = e.val_loss.into();
-                line["val_mtl_acc"] = e.val_mtl_acc.into();
-                line["val_contrastive_acc"] = e.val_contrastive_acc.into();
-                bar.suspend(|| eprintln!("step {s}: val loss {:.4}, masked-token acc {:.3}, contrastive acc {:.3}", e.val_loss, e.val_mtl_acc, e.val_contrastive_acc));
-                summary.eval = Some(e);
+                let m = task.evaluate(gpu, cfg, eval.as_ref().unwrap(), a.seed, a.eval_batches)?;
+                for (k, v) in &m {
+                    line[k.as_str()] = (*v).into();
+                }
+                bar.suspend(|| eprintln!("step {s}: {}", m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", ")));
+                summary.eval = Some(m.into_iter().collect());
             }
             writeln!(metrics, "{line}").map_err(|e| Error::Other(e.to_string()))?;
-            summary.losses.push((s, loss, mtl, con));
-            bar.set_message(format!("loss {loss:.4} (mtl {mtl:.3} con {con:.3}) lr {lr:.2e} {sps:.1} seq/s"));
+            bar.set_message(format!("loss {loss:.4} ({}) lr {lr:.2e} {sps:.1} seq/s", parts.iter().zip(&vals).map(|(p, v)| format!("{} {v:.3}", p.0.trim_end_matches("_loss"))).collect::<Vec<_>>().join(" ")));
+            summary.losses.push((s, loss, vals));
             seqs_since = 0;
             t_log = Instant::now();
             if do_save {
-                state::save(gpu, &ckpt, &cfg, &params, &opt.m, &opt.v, s, a.seed, f16.then(|| scaler.state()))?;
+                state::save(gpu, &ckpt, cfg, &params, &opt.m, &opt.v, s, a.seed, f16.then(|| scaler.state()))?;
             }
         }
         bar.set_position(s as u64);
     }
     bar.finish();
     summary.seq_per_s = if total_time > 0.0 { total_seqs as f64 / total_time } else { 0.0 };
-    finish(gpu, a, &cfg, &params, &tok, &summary)?;
+    finish(gpu, a, cfg, head, &params, tok, task.title(), &summary)?;
     Ok(summary)
 }
 
@@ -313,48 +320,25 @@ fn keep_metrics_until(path: &Path, step: usize) -> Result<String> {
         .collect())
 }
 
-/// Masked-token and contrastive accuracy on fixed validation batches (dropout off).
-fn evaluate(gpu: &Gpu, cfg: &Config, ev: &crate::model::Step, vs: &Sampler, a: &TrainArgs) -> Result<Eval> {
-    let (mut loss, mut mtl_ok, mut mtl_n, mut con_ok, mut con_n) = (0f64, 0usize, 0usize, 0usize, 0usize);
-    for i in 0..a.eval_batches.max(1) {
-        let b = vs.batch(&mut Rng::new(mix(a.seed, 0xE7A1, i as u64)));
-        ev.inputs.upload(gpu, &vs.shape, cfg, &b)?;
-        gpu.run(&ev.forward)?;
-        let l = gpu.read_f32(&ev.acts.losses)?;
-        loss += (l[2] + l[6]) as f64;
-        let logits = gpu.read_f32(&ev.acts.logits)?;
-        for (k, &lab) in b.mlm_labels.iter().enumerate() {
-            if lab >= 0 {
-                mtl_n += 1;
-                mtl_ok += (argmax(&logits[k * cfg.vocab_size..(k + 1) * cfg.vocab_size]) == lab as usize) as usize;
-            }
-        }
-        let clog = gpu.read_f32(&ev.acts.clog)?;
-        let c = cfg.num_contrast_classes;
-        for (k, &lab) in b.con_labels.iter().enumerate() {
-            con_n += 1;
-            con_ok += (argmax(&clog[k * c..(k + 1) * c]) == lab as usize) as usize;
-        }
-    }
-    let n = a.eval_batches.max(1) as f64;
-    Ok(Eval { val_loss: (loss / n) as f32, val_mtl_acc: mtl_ok as f32 / mtl_n.max(1) as f32, val_contrastive_acc: con_ok as f32 / con_n.max(1) as f32 })
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0
-}
-
-/// The model directory (for `embed` and fine-tuning) and the loss curve.
-fn finish(gpu: &Gpu, a: &TrainArgs, cfg: &Config, params: &ParamSet, tok: &Tok, s: &Summary) -> Result<()> {
+/// The model directory (for the applications and as `--init`) and the loss curve.
+fn finish(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, params: &ParamSet, tok: &Tok, title: &str, s: &Summary) -> Result<()> {
     let mdir = a.out.join("model");
     let mut meta = std::collections::HashMap::new();
     meta.insert("step".into(), a.steps.to_string());
     checkpoint::save(gpu, params, &mdir.join("model.safetensors"), meta)?;
     crate::util::atomic_write(&mdir.join("config.json"), cfg.to_json().as_bytes()).map_err(|e| Error::Other(e.to_string()))?;
+    let head_json = serde_json::to_string_pretty(head).map_err(|e| Error::Other(e.to_string()))?;
+    crate::util::atomic_write(&mdir.join("head.json"), head_json.as_bytes()).map_err(|e| Error::Other(e.to_string()))?;
     tok.save(&mdir.join("tokenizer.json"))?;
-    let series = |f: fn(&(usize, f32, f32, f32)) -> f32| s.losses.iter().map(|x| (x.0 as f64, f(x) as f64)).collect::<Vec<_>>();
+    let mut series = vec![("loss".to_string(), s.losses.iter().map(|x| (x.0 as f64, x.1 as f64)).collect::<Vec<_>>())];
+    if s.parts.len() > 1 {
+        for (k, name) in s.parts.iter().enumerate() {
+            series.push((name.trim_end_matches("_loss").replace("mtl", "masked-token").to_string(), s.losses.iter().map(|x| (x.0 as f64, x.2[k] as f64)).collect()));
+        }
+    }
+    let refs: Vec<(&str, Vec<(f64, f64)>)> = series.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
     let png = a.out.join("loss.png");
-    if let Err(e) = plot::loss_curve(&png, "Oscar pre-training", &[("loss", series(|x| x.1)), ("masked-token", series(|x| x.2)), ("contrastive", series(|x| x.3))]) {
+    if let Err(e) = plot::loss_curve(&png, title, &refs) {
         eprintln!("note: no loss plot ({e})");
     }
     Ok(())

@@ -1,0 +1,47 @@
+//! Applications over the model: they load a model directory (config.json, model.safetensors,
+//! tokenizer, head.json), tokenize, and run many inputs through one forward-only plan.
+pub mod embed;
+
+use crate::data::Tok;
+use crate::gpu::Gpu;
+use crate::model::checkpoint::{self, LoadReport};
+use crate::model::{Config, Head, ParamLayout, ParamSet};
+use crate::{Error, Result};
+use std::path::Path;
+use std::sync::Arc;
+
+pub struct ModelDir {
+    pub cfg: Config,
+    pub head: Head,
+    pub params: ParamSet,
+    pub tok: Tok,
+    pub report: LoadReport,
+}
+
+/// The head of a model directory: `head.json` when present, else the pre-training head (a
+/// pre-trained Oscar or BERT checkpoint).
+pub fn read_head(dir: &Path) -> Result<Head> {
+    let f = dir.join("head.json");
+    if !f.exists() {
+        return Ok(Head::Pretrain);
+    }
+    let text = std::fs::read_to_string(&f).map_err(|e| Error::Other(format!("{}: {e}", f.display())))?;
+    serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: invalid head description: {e}", f.display())))
+}
+
+impl ModelDir {
+    /// `dir` holds config.json, model.safetensors and tokenizer.json or vocab.txt (+ head.json).
+    pub fn load(gpu: &Gpu, dir: &Path) -> Result<ModelDir> {
+        let cfg = Config::from_file(&dir.join("config.json"))?;
+        let tok = Tok::load(dir)?;
+        if tok.vocab_size() > cfg.vocab_size {
+            return Err(Error::Other(format!("{}: tokenizer has {} tokens but config vocab_size is {}", dir.display(), tok.vocab_size(), cfg.vocab_size)));
+        }
+        let head = read_head(dir)?;
+        let layout = Arc::new(ParamLayout::for_model(&cfg, &head, gpu.max_binding_bytes())?);
+        let params = ParamSet::zeros(gpu, layout, "params")?;
+        params.init(gpu, 42)?;
+        let report = checkpoint::load(gpu, &params, &dir.join("model.safetensors"))?;
+        Ok(ModelDir { cfg, head, params, tok, report })
+    }
+}

@@ -1,0 +1,107 @@
+//! The flags of `vlp-engine train`, defined once: clap reads them, `Default` is what clap gives
+//! for no flags, and the trainer takes the struct as it is.
+use crate::ops::matmul::Precision;
+use std::path::PathBuf;
+
+pub fn parse_precision(s: &str) -> Result<Precision, String> {
+    match s {
+        "f32" | "fp32" => Ok(Precision::F32),
+        "f16" | "fp16" => Ok(Precision::F16),
+        other => Err(format!("'{other}': expected f32 or f16")),
+    }
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct TrainArgs {
+    /// What to train: pretrain (masked-token + contrastive) or retrieval (image-text matching, a
+    /// 2-way classifier on pooled [CLS]).
+    #[arg(long, default_value = "pretrain", value_parser = ["pretrain", "retrieval"])]
+    pub task: String,
+    /// tiny | base | large | path to a BERT/Oscar config.json (or its directory). Default: the
+    /// config.json of an --init model directory, else tiny.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Store directory (images.jsonl, captions.jsonl, features.safetensors); default: the synthetic
+    /// world, generated into OUT/data.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// tokenizer.json or vocab.txt (default: DATA/tokenizer.json).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Initial weights: a model directory or a safetensors file (ours, converted Oscar, or Hugging
+    /// Face BERT); parameters it lacks (e.g. a new task's head) are freshly initialised, and the
+    /// trainer says which.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    #[arg(long, default_value_t = 300)]
+    pub steps: usize,
+    /// Sequences (pre-training) or positive examples (retrieval: each with one negative) per micro-batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    #[arg(long, default_value_t = 30)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f32,
+    /// Global gradient-norm clip; <= 0 turns it off.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f32,
+    /// Text tokens per sequence ([CLS] caption [SEP] tags [SEP] + padding).
+    #[arg(long, default_value_t = 32)]
+    pub text_len: usize,
+    /// Region slots per sequence.
+    #[arg(long, default_value_t = 6)]
+    pub regions: usize,
+    /// Oscar+ 3-way contrastive loss instead of vanilla Oscar's 2-way (pre-training).
+    #[arg(long)]
+    pub three_way: bool,
+    /// Dropout of the fine-tuning head (pre-training uses the config's dropout only).
+    #[arg(long, default_value_t = 0.1)]
+    pub head_dropout: f32,
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: usize,
+    #[arg(long, default_value_t = 4)]
+    pub eval_batches: usize,
+    #[arg(long, default_value_t = 100)]
+    pub save_every: usize,
+    #[arg(long, default_value_t = 10)]
+    pub log_every: usize,
+    #[arg(long, default_value = "runs/pretrain")]
+    pub out: PathBuf,
+    /// Continue from OUT/checkpoint.safetensors.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Images in the generated synthetic world.
+    #[arg(long, default_value_t = 2000)]
+    pub synth_images: usize,
+    /// f32, or f16: matmul products in f16 with f32 accumulation (cooperative matrices where the
+    /// adapter has them), f32 master weights and activations, dynamic loss scaling.
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    pub precision: Precision,
+    /// With --precision f16: the first loss scale (default 65536; halved on overflow, doubled
+    /// after 2000 clean steps).
+    #[arg(long)]
+    pub loss_scale: Option<f32>,
+    /// Show a progress bar.
+    #[arg(skip = true)]
+    pub progress: bool,
+    /// Testing aid: poison a parameter with NaN before this step.
+    #[arg(long, hide = true)]
+    pub inject_nan_at: Option<usize>,
+}
+
+impl Default for TrainArgs {
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            a: TrainArgs,
+        }
+        <Wrap as clap::Parser>::parse_from(["train"]).a
+    }
+}
