@@ -14,6 +14,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
     ("rows", include_str!("../../shaders/rows.wgsl")),
+    ("cache", include_str!("../../shaders/cache.wgsl")),
     // needs SHADER_F16 + EXPERIMENTAL_COOPERATIVE_MATRIX: compiled only where the adapter has them
     ("matmul_coop", include_str!("../../shaders/matmul_coop.wgsl")),
 ];

@@ -89,9 +89,9 @@ pub struct LayerActs {
 }
 
 impl LayerActs {
-    fn new(al: &mut Alloc, prefix: &str, c: &Config, s: &Shape) -> Result<LayerActs> {
+    fn new(al: &mut Alloc, prefix: &str, c: &Config, s: &Shape, keys: usize) -> Result<LayerActs> {
         let (h, f, rows) = (c.hidden_size, c.intermediate_size, s.rows());
-        let score = s.batch * c.num_attention_heads * s.seq() * s.seq();
+        let score = s.batch * c.num_attention_heads * s.seq() * keys;
         let n = |x: &str| format!("{prefix}.{x}");
         Ok(LayerActs {
             qkv: al.f32(&n("qkv"), rows * 3 * h)?,
@@ -132,13 +132,14 @@ pub struct EncoderActs {
 }
 
 impl EncoderActs {
-    pub fn new(al: &mut Alloc, c: &Config, s: &Shape, train: bool) -> Result<EncoderActs> {
+    /// `keys`: keys each query attends to (the sequence, or a decode plan's cache slots).
+    pub fn new(al: &mut Alloc, c: &Config, s: &Shape, train: bool, keys: usize) -> Result<EncoderActs> {
         let (h, bt, br, rows) = (c.hidden_size, s.batch * s.text, s.batch * s.regions, s.rows());
-        let score = s.batch * c.num_attention_heads * s.seq() * s.seq();
+        let score = s.batch * c.num_attention_heads * s.seq() * keys;
         let (n_layers, n_outs) = if train { (c.num_hidden_layers, c.num_hidden_layers) } else { (1, 2.min(c.num_hidden_layers)) };
         let mut layers = Vec::new();
         for l in 0..n_layers {
-            layers.push(LayerActs::new(al, &if train { format!("layer{l}") } else { "layer".into() }, c, s)?);
+            layers.push(LayerActs::new(al, &if train { format!("layer{l}") } else { "layer".into() }, c, s, keys)?);
         }
         let mut outs = Vec::new();
         for l in 0..n_outs {

@@ -11,6 +11,7 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::ops::attention::{Attention, MaskKind, Seq};
 use crate::ops::matmul::{matmul, matmul_auto, Act, Layout, Linear, Precision};
 use crate::ops::rows::{place, take, Segment};
+use crate::ops::cache::{self, Rows};
 use crate::ops::{dropout, elementwise, embedding, layernorm, reduce};
 use crate::Result;
 
@@ -38,6 +39,20 @@ pub struct Ctx<'a> {
     pub prec: Precision,
     /// Split-K scratch for the backward matmuls.
     pub split: Option<&'a Tensor>,
+    /// Decode plans: each layer's keys and values also go to (or come from) a cache.
+    pub kv: Option<Kv<'a>>,
+}
+
+/// A key/value cache per layer, [B, slots, H] each. Every layer scatters its rows' K and V to cache
+/// rows `index` [B*S]; with `attend`, attention reads keys and values from the cache (all `slots`
+/// of the sequence, masked by the [B, S, slots] attention mask) instead of from the rows themselves.
+#[derive(Clone, Copy)]
+pub struct Kv<'a> {
+    pub k: &'a [Tensor],
+    pub v: &'a [Tensor],
+    pub index: &'a Tensor,
+    pub slots: usize,
+    pub attend: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -55,13 +70,14 @@ impl<'a> Ctx<'a> {
     }
     fn attention(&self, l: usize) -> Attention {
         let c = self.c;
+        let cached = self.kv.filter(|k| k.attend);
         Attention {
             batch: self.s.batch,
             tq: self.s.seq(),
-            tk: self.s.seq(),
+            tk: cached.map_or(self.s.seq(), |k| k.slots),
             heads: c.num_attention_heads,
             head_dim: c.head_dim(),
-            mask: if self.s.mask3d { MaskKind::Full } else { MaskKind::Padding },
+            mask: if self.s.mask3d || cached.is_some() { MaskKind::Full } else { MaskKind::Padding },
             p_drop: self.pa,
             stream: stream(l, S_ATTN),
             precision: self.prec,
@@ -143,7 +159,7 @@ pub fn embeddings_backward(x: &Ctx, d: &EncoderGrads, gr: &ParamSet, v: &mut Vec
 }
 
 // ---------------------------------------------------------------- encoder layer
-fn layer_forward(x: &Ctx, l: usize, input: &Tensor, la: &LayerActs, out: &Tensor, v: &mut Vec<Dispatch>) -> Result<()> {
+pub fn layer_forward(x: &Ctx, l: usize, input: &Tensor, la: &LayerActs, out: &Tensor, v: &mut Vec<Dispatch>) -> Result<()> {
     let (g, c, a, i) = (x.gpu, x.c, x.a, x.inp);
     let (rows, h, f) = (x.rows(), x.h(), c.intermediate_size);
     let p = layer_prefix(l);
@@ -155,7 +171,16 @@ fn layer_forward(x: &Ctx, l: usize, input: &Tensor, la: &LayerActs, out: &Tensor
         d.bias_off = Some(0);
         v.push(matmul(g, &d, input, &w(&format!("{n}.weight"))?, &la.qkv, Some(&w(&format!("{n}.bias"))?), None)?);
     }
-    let (q, k, vv) = (Seq::new(&la.qkv, 0, 3 * h), Seq::new(&la.qkv, h, 3 * h), Seq::new(&la.qkv, 2 * h, 3 * h));
+    let (q, mut k, mut vv) = (Seq::new(&la.qkv, 0, 3 * h), Seq::new(&la.qkv, h, 3 * h), Seq::new(&la.qkv, 2 * h, 3 * h));
+    if let Some(kv) = x.kv {
+        let n = x.s.batch * kv.slots;
+        for (j, cache) in [(1, &kv.k[l]), (2, &kv.v[l])] {
+            v.push(cache::scatter_rows(g, Rows { t: &la.qkv, off: j * h, rs: 3 * h }, kv.index, Rows { t: cache, off: 0, rs: h }, rows, h, n)?);
+        }
+        if kv.attend {
+            (k, vv) = (Seq::new(&kv.k[l], 0, h), Seq::new(&kv.v[l], 0, h));
+        }
+    }
     v.extend(x.attention(l).forward(g, q, k, vv, Seq::new(&la.ctx, 0, h), Some(&i.attention_mask), &a.scores, &la.probs, &la.probs_dropped, &i.dropout_seed)?);
     v.push(lin.forward(g, &la.ctx, &w("attention.output.dense.weight")?, Some(&w("attention.output.dense.bias")?), &a.scratch_hidden, Act::None, None)?);
     v.push(dropout::dropout_add(g, &a.scratch_hidden, input, &la.ln1_in, &i.dropout_seed, x.ph, stream(l, S_ATTN_OUT))?);

@@ -5,6 +5,7 @@ pub mod acts;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod decode;
 pub mod encoder;
 pub mod heads;
 pub mod params;

@@ -67,7 +67,7 @@ impl Step {
         let inputs = EncoderInputs::new(&mut al, &s, c, train)?;
         let input_bytes = al.bytes;
         let mut al = Alloc::new(gpu);
-        let acts = EncoderActs::new(&mut al, c, &s, train)?;
+        let acts = EncoderActs::new(&mut al, c, &s, train, s.seq())?;
         let head_acts = HeadActs::new(&mut al, head, c, &s, train)?;
         let act_bytes = al.bytes;
         let mut al = Alloc::new(gpu);
@@ -75,7 +75,7 @@ impl Step {
         let grad_act_bytes = al.bytes;
         let dropout = mode == Mode::Train { dropout: true };
         let (ph, pa) = if dropout { (c.hidden_dropout_prob, c.attention_probs_dropout_prob) } else { (0.0, 0.0) };
-        let x = Ctx { gpu, c, s, p: params, inp: &inputs, a: &acts, ph, pa, prec, split: eg.as_ref().map(|d| &d.split_k) };
+        let x = Ctx { gpu, c, s, p: params, inp: &inputs, a: &acts, ph, pa, prec, split: eg.as_ref().map(|d| &d.split_k), kv: None };
         let nl = c.num_hidden_layers;
         let mut forward = Vec::new();
         encoder::forward(&x, &mut forward)?;

@@ -3,6 +3,7 @@
 //! and tests at the bottom: GPU vs CPU on awkward shapes, CPU backward vs finite differences.
 pub mod attention;
 pub mod bce;
+pub mod cache;
 pub mod cross_entropy;
 pub mod dropout;
 pub mod elementwise;
