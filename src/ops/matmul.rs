@@ -8,7 +8,7 @@ use crate::Result;
 
 /// Which kernel: `T64` (64x64 tile, 4x4 per thread) or `T128` (128x128, 8x8 per thread, for large
 /// M and N). `Auto` takes T128 unless padding to it costs more than 15 % over the 64 tile's padded
-/// work: on lavapipe the 128 tile does 1.10-1.21x the 64 tile's FLOP/s on full tiles (README
+/// work: on lavapipe the 128 tile does 1.10-1.21x the 64 tile's FLOP/s on full tiles (docs/performance.md,
 /// kernel table). On GPUs the 8x8 tile should gain more; tools/gpu_session.sh measures both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tile {
