@@ -159,13 +159,24 @@ fn killed_run_leaves_a_checkpoint_that_resumes() {
     while !ck.exists() && t0.elapsed().as_secs() < 120 {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    assert!(ck.exists(), "no checkpoint within 120 s");
     // a checkpoint is written every step, so the kill lands mid-run and often mid-write
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // the kill must interrupt the run: it is still going, has not written its final model, and
+    // its last checkpoint is before the last step
+    assert!(child.try_wait().unwrap().is_none(), "the run finished before the kill: the test tests nothing (give it more steps)");
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
+    assert!(!out.join("model").exists(), "the killed run wrote its final model/: it had finished");
     let bytes = std::fs::read(&ck).expect("a checkpoint survives the kill");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("the checkpoint left by the kill is intact");
     assert!(st.names().iter().any(|n| n.starts_with("adam_m.")));
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let killed_at: u64 = meta.metadata().as_ref().unwrap()["step"].parse().unwrap();
+    eprintln!("killed at checkpoint step {killed_at} of 150");
+    assert!((1..150).contains(&killed_at), "checkpoint step {killed_at} at the kill: not an interrupted 150-step run");
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().count();
+    assert!(lines < 150, "{lines} metrics lines at the kill: the run had finished");
     let status = cmd(true).status().unwrap();
     assert!(status.success(), "resume after SIGKILL failed: {status}");
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();

@@ -143,13 +143,35 @@ mod tests {
         assert!(a.iter().zip(&b).all(|(x, y)| x == y), "round trip changed values");
 
         // a Hugging Face BertModel file: no `bert.` prefix, a position_ids buffer, no pooler, no heads,
-        // one tensor in f16
+        // the word embeddings in f16 and the first query weight in bf16 (the rest f32)
         let hf: Vec<(String, Vec<usize>, Vec<f32>)> = a
             .iter()
             .filter(|(n, _, _)| n.starts_with("bert.embeddings") || n.starts_with("bert.encoder"))
             .map(|(n, s, v)| (n.trim_start_matches("bert.").to_string(), s.clone(), v.clone()))
             .collect();
-        let mut views: Vec<(String, TensorView)> = hf.iter().map(|(n, s, v)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), bytemuck::cast_slice(v)).unwrap())).collect();
+        const F16: &str = "embeddings.word_embeddings.weight";
+        const BF16: &str = "encoder.layer.0.attention.self.query.weight";
+        let halves: Vec<Vec<u8>> = hf
+            .iter()
+            .map(|(n, _, v)| match n.as_str() {
+                F16 => v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+                BF16 => v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let mut views: Vec<(String, TensorView)> = hf
+            .iter()
+            .zip(&halves)
+            .map(|((n, s, v), h)| {
+                let t = match n.as_str() {
+                    F16 => TensorView::new(Dtype::F16, s.clone(), h),
+                    BF16 => TensorView::new(Dtype::BF16, s.clone(), h),
+                    _ => TensorView::new(Dtype::F32, s.clone(), bytemuck::cast_slice(v)),
+                };
+                (n.clone(), t.unwrap())
+            })
+            .collect();
+        assert_eq!(views.iter().filter(|(_, t)| t.dtype() != Dtype::F32).count(), 2);
         let pos: Vec<u8> = (0..16i64).flat_map(|i| i.to_le_bytes()).collect();
         views.push(("embeddings.position_ids".into(), TensorView::new(Dtype::I64, vec![1, 16], &pos).unwrap()));
         let fhf = dir.join("hf.safetensors");
@@ -158,6 +180,24 @@ mod tests {
         assert!(r.initialized.iter().any(|n| n == "bert.pooler.dense.weight"));
         assert!(r.initialized.iter().any(|n| n == "bert.img_embedding.weight"));
         assert_eq!(r.ignored, vec!["embeddings.position_ids".to_string()]);
+        // each half-precision tensor loads as exactly its rounded values, which are within the
+        // format's rounding of the originals (f16: 11 significant bits, bf16: 8); f32 ones exactly
+        let got: HashMap<String, Vec<f32>> = q.download(gpu).unwrap().into_iter().map(|(n, _, v)| (n, v)).collect();
+        for (n, _, v) in &hf {
+            let y = &got[&format!("bert.{n}")];
+            let (want, rel): (Vec<f32>, f32) = match n.as_str() {
+                F16 => (v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(), 2f32.powi(-11)),
+                BF16 => (v.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect(), 2f32.powi(-8)),
+                _ => (v.clone(), 0.0),
+            };
+            assert_eq!(y, &want, "{n}: loaded values are not the file's");
+            // f16's subnormals (below 6.1e-5) are spaced 2^-24 apart
+            let tol = |x: f32| rel * x.abs() + if n == F16 { 2f32.powi(-25) } else { 0.0 };
+            assert!(y.iter().zip(v).all(|(y, x)| (y - x).abs() <= tol(*x)), "{n}: beyond rounding");
+            if rel > 0.0 {
+                assert!(y.iter().zip(v).any(|(y, x)| y != x), "{n}: no value was rounded; not stored in half precision?");
+            }
+        }
 
         // wrong shape: a config with another hidden size
         let mut c2 = c.clone();
@@ -184,7 +224,7 @@ mod tests {
         let fd = dir.join("dtype.safetensors");
         std::fs::write(&fd, safetensors::serialize(bad, None).unwrap()).unwrap();
         let e = load(gpu, &q, &fd).unwrap_err().to_string();
-        assert!(e.contains("dtype.safetensors") && e.contains("I32"), "{e}");
+        assert!(e.contains("dtype.safetensors") && e.contains("'bert.embeddings.word_embeddings.weight'") && e.contains("I32"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

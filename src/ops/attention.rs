@@ -56,6 +56,7 @@ struct Params {
     mask_off: u32, threshold: u32, stream: u32, g_off: u32,
     keep_scale: f32, _p0: u32, _p1: u32, _p2: u32,
 }
+super::uniform_layout!(Params { rows, tq, tk, heads, mask_mode, s_off, p_off, pd_off, mask_off, threshold, stream, g_off, keep_scale, _p0, _p1, _p2 });
 
 const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite, Access::Read];
 

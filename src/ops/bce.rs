@@ -10,6 +10,7 @@ struct Params {
     n: u32, x_off: u32, y_off: u32, o_off: u32,
     scale: f32, _p0: u32, _p1: u32, _p2: u32,
 }
+super::uniform_layout!(Params { n, x_off, y_off, o_off, scale, _p0, _p1, _p2 });
 
 const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite];
 

@@ -13,6 +13,7 @@ struct Params {
     st_off: u32, out_off: u32, dx_off: u32, ignore: i32,
     dscale: f32, _p0: u32, _p1: u32, _p2: u32,
 }
+super::uniform_layout!(Params { rows, vocab, x_off, l_off, st_off, out_off, dx_off, ignore, dscale, _p0, _p1, _p2 });
 
 const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite, Access::ReadWrite];
 

@@ -11,6 +11,7 @@ pub(crate) struct Params {
     pub alpha: f32, pub beta: f32, pub acc: f32, pub keep_scale: f32,
     pub threshold: u32, pub stream: u32, pub _p0: u32, pub _p1: u32,
 }
+super::uniform_layout!(Params { n, x_off, y_off, z_off, alpha, beta, acc, keep_scale, threshold, stream, _p0, _p1 });
 
 const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::Read];
 

@@ -12,6 +12,7 @@ struct Params {
     rows: u32, cols: u32, vocab: u32, ids_off: u32,
     tab_off: u32, out_off: u32, acc: f32, _p0: u32,
 }
+super::uniform_layout!(Params { rows, cols, vocab, ids_off, tab_off, out_off, acc, _p0 });
 
 const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite];
 

@@ -11,6 +11,7 @@ struct Params {
     g_off: u32, b_off: u32, st_off: u32, dy_off: u32,
     eps: f32, acc: f32, _p0: u32, _p1: u32,
 }
+super::uniform_layout!(Params { rows, cols, x_off, y_off, g_off, b_off, st_off, dy_off, eps, acc, _p0, _p1 });
 
 const BINDS: &[Access] = &[
     Access::Uniform, Access::Read, Access::Read, Access::Read, Access::Read,

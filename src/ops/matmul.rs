@@ -8,7 +8,7 @@ use crate::Result;
 
 /// Which kernel: `T64` (64x64 tile, 4x4 per thread) or `T128` (128x128, 8x8 per thread, for large
 /// M and N). `Auto` takes T128 unless padding to it costs more than 15 % over the 64 tile's padded
-/// work: on lavapipe the 128 tile does 1.10-1.21x the 64 tile's FLOP/s on full tiles (README
+/// work: on lavapipe the 128 tile does 1.10-1.21x the 64 tile's FLOP/s on full tiles (docs/performance.md,
 /// kernel table). On GPUs the 8x8 tile should gain more; tools/gpu_session.sh measures both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tile {
@@ -130,6 +130,7 @@ struct Params {
     c_bs1: u32, c_bs2: u32, bias_off: u32, pre_off: u32,
     alpha: f32, beta: f32, k_chunk: u32, splits: u32,
 }
+super::uniform_layout!(Params { m, n, k, batch2, a_off, a_rs, a_cs, a_bs1, a_bs2, b_off, b_rs, b_cs, b_bs1, b_bs2, c_off, c_rs, c_bs1, c_bs2, bias_off, pre_off, alpha, beta, k_chunk, splits });
 
 /// uniform, a, b, c, bias, pre, then a and b again (as vec4 arrays for matmul128's A_VEC / B_VEC)
 const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite, Access::Read, Access::Read];

@@ -40,6 +40,7 @@ struct Params {
     beta1: f32, beta2: f32, eps: f32, wd: f32,
     max_norm: f32, _p2: u32, _p3: u32, _p4: u32,
 }
+super::uniform_layout!(Params { n, p_off, g_off, m_off, v_off, nparts, _p0, _p1, beta1, beta2, eps, wd, max_norm, _p2, _p3, _p4 });
 
 const BINDS: &[Access] = &[Access::Uniform, Access::ReadWrite, Access::Read, Access::ReadWrite, Access::ReadWrite, Access::Read, Access::ReadWrite];
 

@@ -10,6 +10,7 @@ struct Params {
     rows: u32, cols: u32, x_off: u32, o_off: u32,
     alpha: f32, acc: f32, chunk: u32, rs: u32,
 }
+super::uniform_layout!(Params { rows, cols, x_off, o_off, alpha, acc, chunk, rs });
 
 const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::ReadWrite];
 

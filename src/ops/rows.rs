@@ -13,6 +13,7 @@ struct Params {
     src_stride: u32, dst_off: u32, dst_stride: u32, threshold: u32,
     stream: u32, keep_scale: f32, acc: f32, _p0: u32,
 }
+super::uniform_layout!(Params { rows, cols, seg, src_off, src_stride, dst_off, dst_stride, threshold, stream, keep_scale, acc, _p0 });
 
 const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::ReadWrite, Access::Read];
 
