@@ -6,8 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use vlp_engine::gpu::Gpu;
-use vlp_engine::model::batch::Inputs;
-use vlp_engine::model::{plan, Config, Layout, ParamSet, Shape};
+use vlp_engine::model::{Config, Head, Mode, ParamLayout, ParamSet, Shape, Step};
 use vlp_engine::ops::matmul::Precision;
 use vlp_engine::ops::optim::AdamWConfig;
 use vlp_engine::train::bench::{bench, forward_flops, BenchArgs};
@@ -61,7 +60,7 @@ fn bench_reports_consistent_flops_and_memory() {
     // parameter each, and the parameter count is the architecture's.
     let c = Config::preset("tiny").unwrap();
     let n = oscar_params(&c);
-    let layout = Arc::new(Layout::for_config(&c, gpu.max_binding_bytes()).unwrap());
+    let layout = Arc::new(ParamLayout::for_model(&c, &Head::Pretrain, gpu.max_binding_bytes()).unwrap());
     assert_eq!(layout.numel(), n, "parameter layout vs the architecture's count");
     assert_eq!(r.bytes_params, 4 * n as u64);
     assert_eq!(r.bytes_grads, 4 * n as u64);
@@ -70,11 +69,12 @@ fn bench_reports_consistent_flops_and_memory() {
     let shape = Shape { batch: a.batch, text: a.text, regions: a.regions, masked: a.batch * r.masked_per_seq as usize, mask3d: false };
     let params = ParamSet::zeros(&gpu, layout.clone(), "p").unwrap();
     let grads = ParamSet::zeros(&gpu, layout.clone(), "g").unwrap();
-    let (_, inputs) = measured(&gpu, || Inputs::new(&gpu, &shape, &c).unwrap());
     let (opt, opt_bytes) = measured(&gpu, || Optimizer::new(&gpu, &params, &grads, AdamWConfig::default(), 0.01).unwrap());
     assert_eq!(opt.state_bytes(), 8 * n as u64);
     let opt_scratch = opt_bytes - 8 * n as u64; // grad-norm partials, lr and clip scalars
-    let (step, planned) = measured(&gpu, || plan(&gpu, &c, &params, Some(&grads), shape, true, 1.0, Precision::F32).unwrap());
+    let (step, planned) = measured(&gpu, || Step::new(&gpu, &c, &params, Some(&grads), &Head::Pretrain, shape, Mode::Train { dropout: true }, 1.0, Precision::F32).unwrap());
+    let inputs = step.input_bytes;
+    assert!(inputs > 0);
     assert_eq!(step.act_bytes + step.grad_act_bytes, planned - inputs, "the plan's own count vs what it allocated");
     assert_eq!(r.bytes_activations, planned - inputs);
     // ... and at least what the backward pass must keep: per layer Q/K/V, the attention
@@ -92,12 +92,16 @@ fn bench_reports_consistent_flops_and_memory() {
     assert_eq!(r.bytes_other, inputs + opt_scratch, "unaccounted memory: other {} vs inputs {inputs} + optimizer scratch {opt_scratch}", r.bytes_other);
     assert!(r.bytes_other < r.bytes_allocated / 50, "other {} of {}", r.bytes_other, r.bytes_allocated);
 
-    // forward-only: no gradients, no optimizer, only the forward activations
+    // forward-only: no gradients, no optimizer, the Eval plan's activations (one layer's buffers
+    // shared by all layers, so fewer than the training forward keeps)
     let i = bench(&gpu, &BenchArgs { train: false, profile: false, ..a.clone() }, Instant::now()).unwrap();
     assert_eq!((i.bytes_params, i.bytes_grads, i.bytes_optimizer), (4 * n as u64, 0, 0));
-    assert_eq!(i.bytes_activations, step.act_bytes);
-    assert_eq!(i.bytes_other, inputs, "forward-only: other {} vs inputs {inputs}", i.bytes_other);
-    assert_eq!(i.bytes_allocated, i.bytes_params + i.bytes_activations + inputs);
+    let (eval, eval_planned) = measured(&gpu, || Step::new(&gpu, &c, &params, None, &Head::Pretrain, shape, Mode::Eval, 1.0, Precision::F32).unwrap());
+    assert_eq!(eval.act_bytes + eval.input_bytes, eval_planned, "the Eval plan's own count vs what it allocated");
+    assert_eq!(i.bytes_activations, eval.act_bytes);
+    assert!(eval.act_bytes < step.act_bytes, "Eval activations {} not below Train's {}", eval.act_bytes, step.act_bytes);
+    assert_eq!(i.bytes_other, eval.input_bytes, "forward-only: other {} vs inputs {}", i.bytes_other, eval.input_bytes);
+    assert_eq!(i.bytes_allocated, i.bytes_params + i.bytes_activations + eval.input_bytes);
 
     // the FLOP formula itself: BERT-base, 120 tokens, ~ 2 * 85M params * 120 tokens + attention
     let c = Config::preset("base").unwrap();

@@ -20,9 +20,10 @@ pub struct LoadReport {
     pub ignored: Vec<String>,
 }
 
-/// Parameters that may be absent from a checkpoint (a BERT checkpoint has none of Oscar's extras).
+/// Parameters that may be absent from a checkpoint: a BERT checkpoint has none of Oscar's extras,
+/// and a pre-trained model has no fine-tuning head (`classifier.*`), which then keeps its init.
 fn optional(name: &str) -> bool {
-    name.starts_with("bert.img_embedding") || name.starts_with("bert.LayerNorm") || name.starts_with("bert.pooler") || name.starts_with("cls.")
+    ["bert.img_embedding", "bert.LayerNorm", "bert.pooler", "cls.", "classifier."].iter().any(|p| name.starts_with(p))
 }
 
 /// Maps a tensor name from a file to our name, or None for known non-parameters.

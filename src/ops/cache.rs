@@ -13,6 +13,7 @@ struct Params {
     rows: u32, cols: u32, src_off: u32, src_rs: u32,
     dst_off: u32, dst_rs: u32, idx_off: u32, dst_rows: u32,
 }
+super::uniform_layout!(Params { rows, cols, src_off, src_rs, dst_off, dst_rs, idx_off, dst_rows });
 
 const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite];
 

@@ -137,6 +137,7 @@ mod uniform_tests {
         vec![
             ("attention", "Params", attention::uniform_layout()),
             ("bce", "Params", bce::uniform_layout()),
+            ("cache", "Params", cache::uniform_layout()),
             ("cross_entropy", "Params", cross_entropy::uniform_layout()),
             ("elementwise", "Params", elementwise::uniform_layout()), // also dropout's
             ("embedding", "Params", embedding::uniform_layout()),
