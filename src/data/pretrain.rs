@@ -3,7 +3,8 @@
 //! with p = 0.15 (80 % [MASK], 10 % a random id, 10 % unchanged); with p = 0.5 the tag sequence is
 //! polluted — in vanilla mode by another image's caption or tags (50/50, label 1), in Oscar+ 3-way
 //! mode 25 % polluted tags (label 1) and 25 % another image's caption as text_a (label 2).
-use super::store::{read_all_features, read_jsonl};
+use super::features::FeatureStore;
+use super::store::read_jsonl_lines;
 use super::synth::{Caption, Image};
 use super::{Tok, Truncation};
 use crate::model::{Batch, Labels, Shape};
@@ -14,8 +15,12 @@ use std::path::Path;
 
 pub struct PretrainData {
     pub feature_dim: usize,
-    /// Per image: tag ids, regions [r, D], split.
-    pub images: Vec<(Vec<u32>, Vec<f32>, String)>,
+    /// Per image: tag ids, split.
+    pub images: Vec<(Vec<u32>, String)>,
+    /// Per image: its entry in `features` (regions [r, D], read when a batch needs them).
+    pub feature_of: Vec<usize>,
+    /// The store's region features, memory-mapped.
+    pub features: FeatureStore,
     /// Per caption: (image index, caption ids).
     pub captions: Vec<(usize, Vec<u32>)>,
     /// Caption indices of each image.
@@ -31,32 +36,40 @@ pub enum Contrast {
 }
 
 impl PretrainData {
-    /// Loads images.jsonl, captions.jsonl and features.safetensors from `dir`, tokenised by `tok`.
+    /// Loads images.jsonl and captions.jsonl from `dir`, tokenised by `tok`, and opens (and
+    /// validates) its feature files; features stay on disk until a batch reads them.
     pub fn load(dir: &Path, tok: &Tok) -> Result<PretrainData> {
-        let images: Vec<Image> = read_jsonl(&dir.join("images.jsonl"))?;
-        let caps: Vec<Caption> = read_jsonl(&dir.join("captions.jsonl"))?;
-        let ff = dir.join("features.safetensors");
-        let (mut feats, feature_dim) = read_all_features(&ff)?;
+        let (ip, cp) = (dir.join("images.jsonl"), dir.join("captions.jsonl"));
+        let images: Vec<(usize, Image)> = read_jsonl_lines(&ip)?;
+        let caps: Vec<(usize, Caption)> = read_jsonl_lines(&cp)?;
+        let features = FeatureStore::open(dir)?;
         let mut index = HashMap::new();
         let mut imgs = Vec::with_capacity(images.len());
-        for (i, im) in images.iter().enumerate() {
-            let f = feats.remove(&im.id).ok_or_else(|| Error::Other(format!("{}: no features for image '{}' (images.jsonl line {})", ff.display(), im.id, i + 1)))?;
-            index.insert(im.id.clone(), i);
-            imgs.push((tok.encode(&im.tags)?, f, im.split.clone()));
+        let mut feature_of = Vec::with_capacity(images.len());
+        for (line, im) in &images {
+            let f = features.entry(&im.id).ok_or_else(|| Error::Other(format!("{}:{line}: image '{}' has no features in {}", ip.display(), im.id, features.describe())))?;
+            if let Some((l0, _)) = index.insert(im.id.clone(), (*line, imgs.len())) {
+                return Err(Error::Other(format!("{}:{line}: image '{}' repeats line {l0}", ip.display(), im.id)));
+            }
+            feature_of.push(f);
+            imgs.push((tok.encode(&im.tags)?, im.split.clone()));
         }
         let mut captions = Vec::with_capacity(caps.len());
         let mut by_image = vec![Vec::new(); imgs.len()];
-        for (i, c) in caps.iter().enumerate() {
-            let im = *index.get(&c.image_id).ok_or_else(|| Error::Other(format!("{}:{}: unknown image_id '{}'", dir.join("captions.jsonl").display(), i + 1, c.image_id)))?;
+        for (line, c) in &caps {
+            let im = index.get(&c.image_id).ok_or_else(|| Error::Other(format!("{}:{line}: unknown image_id '{}'", cp.display(), c.image_id)))?.1;
+            if c.caption.trim().is_empty() {
+                return Err(Error::Other(format!("{}:{line}: empty caption for image '{}'", cp.display(), c.image_id)));
+            }
             by_image[im].push(captions.len());
             captions.push((im, tok.encode(&c.caption)?));
         }
-        Ok(PretrainData { feature_dim, images: imgs, captions, by_image })
+        Ok(PretrainData { feature_dim: features.dim(), images: imgs, feature_of, features, captions, by_image })
     }
 
     /// Caption indices of one split.
     pub fn split(&self, name: &str) -> Vec<usize> {
-        (0..self.captions.len()).filter(|&i| self.images[self.captions[i].0].2 == name).collect()
+        (0..self.captions.len()).filter(|&i| self.images[self.captions[i].0].1 == name).collect()
     }
 }
 
@@ -138,9 +151,7 @@ impl<'a> Sampler<'a> {
                 b.pos_ids.push(t as u32);
                 b.mask[bi * sq + t] = real as u32 as f32;
             }
-            let f = &self.data.images[im].1;
-            let r = (f.len() / d).min(s.regions);
-            b.img[bi * s.regions * d..(bi * s.regions + r) * d].copy_from_slice(&f[..r * d]);
+            let r = self.data.features.read_into(self.data.feature_of[im], &mut b.img[bi * s.regions * d..(bi + 1) * s.regions * d]);
             for k in 0..r {
                 b.mask[bi * sq + s.text + k] = 1.0;
             }
@@ -159,5 +170,66 @@ impl<'a> Sampler<'a> {
             return self.data.images[img].0.clone();
         }
         self.data.captions[caps[rng.below(caps.len())]].1.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::store::{read_all_features, read_jsonl, write_world};
+    use crate::data::synth::generate;
+
+    fn store(name: &str) -> (std::path::PathBuf, Tok) {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let d = std::env::temp_dir().join(format!("vlp-pretrain-{name}-{}-{t}", std::process::id()));
+        let w = generate(12, 3, 16).unwrap();
+        let tok = Tok::train(&w.corpus(), 1000).unwrap();
+        write_world(&d, &w, &tok).unwrap();
+        (d, tok)
+    }
+
+    #[test]
+    fn batches_read_the_regions_of_their_images_from_the_store() {
+        let (d, tok) = store("batch");
+        let data = PretrainData::load(&d, &tok).unwrap();
+        let (eager, dim) = read_all_features(&d.join("features.safetensors")).unwrap();
+        let ids: Vec<Image> = read_jsonl(&d.join("images.jsonl")).unwrap();
+        let mut s = Sampler::new(&data, &tok, "train", 4, 24, 3, Contrast::TwoWay, tok.vocab_size()).unwrap();
+        let mut rng = Rng::new(5);
+        for ci in [0, 7, 23, 31] {
+            // one caption in the pool: every slot shows its image
+            s.pool = vec![ci];
+            let b = s.batch(&mut rng);
+            let want = &eager[&ids[data.captions[ci].0].id];
+            let r = (want.len() / dim).min(3);
+            for bi in 0..4 {
+                let slot = &b.img[bi * 3 * dim..(bi + 1) * 3 * dim];
+                assert_eq!(&slot[..r * dim], &want[..r * dim]);
+                assert!(slot[r * dim..].iter().all(|&x| x == 0.0));
+            }
+        }
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn an_image_without_features_and_an_empty_caption_name_file_and_line() {
+        let (d, tok) = store("bad");
+        let ip = d.join("images.jsonl");
+        let text = std::fs::read_to_string(&ip).unwrap();
+        std::fs::write(&ip, format!("\n{}", text.replacen("\"img000004\"", "\"img999999\"", 1))).unwrap();
+        let e = PretrainData::load(&d, &tok).err().unwrap().to_string();
+        assert!(e.contains("images.jsonl:6") && e.contains("'img999999'") && e.contains("no features"), "{e}");
+        std::fs::write(&ip, format!("{text}{}", text.lines().nth(2).unwrap())).unwrap();
+        let e = PretrainData::load(&d, &tok).err().unwrap().to_string();
+        assert!(e.contains("images.jsonl:13") && e.contains("repeats line 3"), "{e}");
+        std::fs::write(&ip, &text).unwrap();
+        let cp = d.join("captions.jsonl");
+        let caps = std::fs::read_to_string(&cp).unwrap();
+        let mut lines: Vec<String> = caps.lines().map(String::from).collect();
+        lines[7] = "{\"image_id\": \"img000001\", \"caption\": \"  \"}".into();
+        std::fs::write(&cp, lines.join("\n")).unwrap();
+        let e = PretrainData::load(&d, &tok).err().unwrap().to_string();
+        assert!(e.contains("captions.jsonl:8") && e.contains("empty caption"), "{e}");
+        std::fs::remove_dir_all(&d).ok();
     }
 }

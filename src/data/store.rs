@@ -1,17 +1,14 @@
-//! Our feature store: region features in safetensors, one [R, D] tensor per image id (f32 or f16).
+//! Our store: a directory with images.jsonl, captions.jsonl and region features in safetensors,
+//! one [R, D] tensor per image id (f32 or f16), in one or more files (see [`super::features`],
+//! which reads them lazily).
 use crate::{Error, Result};
 use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
 
-/// Reads image `id`'s region features from `file`, checking the feature width.
+/// Reads image `id`'s region features from `file` (memory-mapped; only that tensor is read),
+/// checking the feature width.
 pub fn read_image_features(file: &Path, id: &str, dim: usize) -> Result<Vec<f32>> {
-    let bytes = std::fs::read(file).map_err(|e| Error::Other(format!("{}: {e}", file.display())))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Other(format!("{}: not a valid safetensors file: {e}", file.display())))?;
-    let t = st.tensor(id).map_err(|_| Error::Other(format!("{}: no features for image '{id}'", file.display())))?;
-    if t.shape().len() != 2 || t.shape()[1] != dim {
-        return Err(Error::Other(format!("{}: image '{id}' has shape {:?}, expected [regions, {dim}]", file.display(), t.shape())));
-    }
-    view_f32(file, id, &t)
+    super::features::read_one(file, id, dim)
 }
 
 fn view_f32(file: &Path, id: &str, t: &safetensors::tensor::TensorView) -> Result<Vec<f32>> {
@@ -24,13 +21,18 @@ fn view_f32(file: &Path, id: &str, t: &safetensors::tensor::TensorView) -> Resul
 
 /// Reads a JSON-lines file; empty files and malformed lines are errors naming file and line.
 pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    Ok(read_jsonl_lines(path)?.into_iter().map(|(_, x)| x).collect())
+}
+
+/// [`read_jsonl`] with each record's line number (1-based; blank lines are skipped).
+pub fn read_jsonl_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<(usize, T)>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        out.push(serde_json::from_str(line).map_err(|e| Error::Other(format!("{}:{}: malformed record: {e}", path.display(), i + 1)))?);
+        out.push((i + 1, serde_json::from_str(line).map_err(|e| Error::Other(format!("{}:{}: malformed record: {e}", path.display(), i + 1)))?));
     }
     if out.is_empty() {
         return Err(Error::Other(format!("{}: no records (empty file)", path.display())));
@@ -47,9 +49,21 @@ pub fn write_jsonl<T: serde::Serialize>(path: &Path, items: &[T]) -> Result<()> 
     crate::util::atomic_write(path, s.as_bytes()).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
 }
 
-/// Writes region features, one [R, D] f32 tensor per image id.
+/// Writes region features, one [R, D] f32 tensor per image id (ids unique, D > 0).
 pub fn write_features(path: &Path, items: &[(String, Vec<f32>)], dim: usize) -> Result<()> {
     use safetensors::tensor::TensorView;
+    if dim == 0 {
+        return Err(Error::Other(format!("{}: feature width 0", path.display())));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (id, f) in items {
+        if !seen.insert(id.as_str()) {
+            return Err(Error::Other(format!("{}: image '{id}' twice", path.display())));
+        }
+        if f.len() % dim != 0 {
+            return Err(Error::Other(format!("{}: image '{id}': {} values are not rows of {dim}", path.display(), f.len())));
+        }
+    }
     let views = items
         .iter()
         .map(|(id, f)| Ok((id.clone(), TensorView::new(Dtype::F32, vec![f.len() / dim, dim], bytemuck::cast_slice(f)).map_err(|e| Error::Other(format!("{id}: {e}")))?)))
@@ -60,7 +74,8 @@ pub fn write_features(path: &Path, items: &[(String, Vec<f32>)], dim: usize) -> 
     crate::util::atomic_write(path, &bytes).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
 }
 
-/// All region features of a store, by image id, with their width.
+/// All region features of one file, by image id, with their width, read eagerly into memory
+/// (for small files and tests; training reads lazily through [`super::features::FeatureStore`]).
 pub fn read_all_features(path: &Path) -> Result<(std::collections::HashMap<String, Vec<f32>>, usize)> {
     let bytes = std::fs::read(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Other(format!("{}: not a valid safetensors file: {e}", path.display())))?;
