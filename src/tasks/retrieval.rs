@@ -63,9 +63,7 @@ impl<'a> Retrieval<'a> {
             b.pos_ids.push(t as u32);
             b.mask[bi * sq + t] = real as u32 as f32;
         }
-        let f = &self.data.images[img].1;
-        let r = (f.len() / d).min(s.regions);
-        b.img[bi * s.regions * d..(bi * s.regions + r) * d].copy_from_slice(&f[..r * d]);
+        let r = self.data.features.read_into(self.data.feature_of[img], &mut b.img[bi * s.regions * d..(bi + 1) * s.regions * d]);
         for k in 0..r {
             b.mask[bi * sq + s.text + k] = 1.0;
         }
