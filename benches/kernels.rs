@@ -84,7 +84,12 @@ fn matmuls(c: &mut Criterion) {
         // "f16": the f16 path's kernel: cooperative matrices where the adapter has them, else
         // the 128 tile rounding its operands to f16
         let f16 = if vlp_engine::ops::matmul_coop::usable(g) { "f16-coop" } else { "f16-rounded-tile128" };
-        let variants = [(Tile::T64, "tile64", g, Precision::F32), (Tile::T128, "tile128", g, Precision::F32), (Tile::T128, "tile128-checked", &checked, Precision::F32), (Tile::T128, f16, g, Precision::F16)];
+        let variants = [
+            (Tile::T64, "tile64", g, Precision::F32),
+            (Tile::T128, "tile128", g, Precision::F32),
+            (Tile::T128, "tile128-checked", &checked, Precision::F32),
+            (Tile::T128, f16, g, Precision::F16),
+        ];
         for (tile, tname, dev, precision) in variants {
             let (a, b, cc) = (filled(dev, m * k), filled(dev, k * n), dev.zeros("c", &[m * n], DType::F32).unwrap());
             let mut d = MatmulDesc::new(m, n, k);
@@ -104,7 +109,17 @@ fn matmuls(c: &mut Criterion) {
 fn attention(c: &mut Criterion) {
     let cx = ctx();
     let g = &cx.gpu;
-    let a = Attention { batch: cx.batch, tq: TOKENS, tk: TOKENS, heads: 12, head_dim: 64, mask: MaskKind::Padding, p_drop: 0.1, stream: 1, precision: Precision::F32 };
+    let a = Attention {
+        batch: cx.batch,
+        tq: TOKENS,
+        tk: TOKENS,
+        heads: 12,
+        head_dim: 64,
+        mask: MaskKind::Padding,
+        p_drop: 0.1,
+        stream: 1,
+        precision: Precision::F32,
+    };
     let h = 768;
     let qkv = filled(g, cx.batch * TOKENS * 3 * h);
     let ctxt = g.zeros("ctx", &[cx.batch * TOKENS * h], DType::F32).unwrap();
@@ -139,7 +154,8 @@ fn rowwise(c: &mut Criterion) {
     let vocab = 30522;
     let logits = filled(g, lrows * vocab);
     let labels = g.upload_i32("labels", &[lrows], &(0..lrows as i32).map(|i| i * 97 % vocab as i32).collect::<Vec<_>>()).unwrap();
-    let (stats, out, dl) = (g.zeros("st", &[3 * lrows], DType::F32).unwrap(), g.zeros("o", &[3], DType::F32).unwrap(), g.zeros("dl", &[lrows * vocab], DType::F32).unwrap());
+    let (stats, out, dl) =
+        (g.zeros("st", &[3 * lrows], DType::F32).unwrap(), g.zeros("o", &[3], DType::F32).unwrap(), g.zeros("dl", &[lrows * vocab], DType::F32).unwrap());
     let ce = CrossEntropy { rows: lrows, vocab, ignore_index: -1 };
     let mut list = ce.forward(g, &logits, &labels, &stats, &out).unwrap();
     list.push(ce.backward(g, &logits, &labels, &stats, &out, &dl, 1.0).unwrap());

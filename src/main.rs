@@ -144,7 +144,17 @@ fn bench(opts: &GpuOptions, c: BenchCli) -> Result<()> {
     use vlp_engine::train::bench::{bench, print, BenchArgs};
     let launched = std::time::Instant::now();
     let g = Gpu::new(opts)?;
-    let a = BenchArgs { config: c.config, batch: c.batch, text: c.text, regions: c.regions, train: c.mode == "train", steps: c.steps, warmup: c.warmup, profile: c.profile, precision: parse_precision(&c.precision)? };
+    let a = BenchArgs {
+        config: c.config,
+        batch: c.batch,
+        text: c.text,
+        regions: c.regions,
+        train: c.mode == "train",
+        steps: c.steps,
+        warmup: c.warmup,
+        profile: c.profile,
+        precision: parse_precision(&c.precision)?,
+    };
     let r = bench(&g, &a, launched)?;
     if c.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -161,7 +171,12 @@ fn synth(a: SynthArgs) -> Result<()> {
     store::write_world(&a.out, &w, &tok)?;
     println!(
         "{}: {} images, {} captions, {} questions, {} statements, vocabulary {}",
-        a.out.display(), w.images.len(), w.captions.len(), w.questions.len(), w.statements.len(), tok.vocab_size()
+        a.out.display(),
+        w.images.len(),
+        w.captions.len(),
+        w.questions.len(),
+        w.statements.len(),
+        tok.vocab_size()
     );
     Ok(())
 }
@@ -171,12 +186,24 @@ fn train(opts: &GpuOptions, a: vlp_engine::train::TrainArgs) -> Result<()> {
     let s = vlp_engine::train::train(&g, &a)?;
     let (first, last) = (s.losses.first().cloned().unwrap_or_default(), s.losses.last().cloned().unwrap_or_default());
     println!("done: steps {}..{} of {} | params {:.2}M", s.start_step + 1, s.steps, s.steps, s.params as f64 / 1e6);
-    let parts: Vec<String> = s.parts.iter().enumerate().filter(|_| s.parts.len() > 1).map(|(k, n)| format!("{n} {:.4} -> {:.4}", first.2.get(k).copied().unwrap_or(0.0), last.2.get(k).copied().unwrap_or(0.0))).collect();
+    let parts: Vec<String> = s
+        .parts
+        .iter()
+        .enumerate()
+        .filter(|_| s.parts.len() > 1)
+        .map(|(k, n)| format!("{n} {:.4} -> {:.4}", first.2.get(k).copied().unwrap_or(0.0), last.2.get(k).copied().unwrap_or(0.0)))
+        .collect();
     println!("loss {:.4} -> {:.4}{}", first.1, last.1, if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) });
     if let Some(e) = &s.eval {
         println!("validation: {}", e.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", "));
     }
-    println!("throughput {:.1} sequences/s | metrics {}/metrics.jsonl, plot {}/loss.png, model {}/model", s.seq_per_s, a.out.display(), a.out.display(), a.out.display());
+    println!(
+        "throughput {:.1} sequences/s | metrics {}/metrics.jsonl, plot {}/loss.png, model {}/model",
+        s.seq_per_s,
+        a.out.display(),
+        a.out.display(),
+        a.out.display()
+    );
     Ok(())
 }
 
@@ -268,7 +295,10 @@ fn info(opts: &GpuOptions) -> Result<()> {
     if g.coop16 {
         // the check --precision f16 runs before its first matmul, here with its number
         match vlp_engine::ops::matmul_coop::self_check(&g) {
-            Ok(e) => println!("f16 matmuls: cooperative matrices, self-check max relative difference to fp32+f16 rounding {e:.2e} ({})", if vlp_engine::ops::matmul_coop::usable(&g) { "used" } else { "NOT used" }),
+            Ok(e) => println!(
+                "f16 matmuls: cooperative matrices, self-check max relative difference to fp32+f16 rounding {e:.2e} ({})",
+                if vlp_engine::ops::matmul_coop::usable(&g) { "used" } else { "NOT used" }
+            ),
             Err(e) => println!("f16 matmuls: cooperative-matrix kernel failed ({e}); the fp32 kernels with f16 rounding are used"),
         }
     } else {

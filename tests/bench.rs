@@ -72,7 +72,8 @@ fn bench_reports_consistent_flops_and_memory() {
     let (opt, opt_bytes) = measured(&gpu, || Optimizer::new(&gpu, &params, &grads, AdamWConfig::default(), 0.01).unwrap());
     assert_eq!(opt.state_bytes(), 8 * n as u64);
     let opt_scratch = opt_bytes - 8 * n as u64; // grad-norm partials, lr and clip scalars
-    let (step, planned) = measured(&gpu, || Step::new(&gpu, &c, &params, Some(&grads), &Head::Pretrain, shape, Mode::Train { dropout: true }, 1.0, Precision::F32).unwrap());
+    let (step, planned) =
+        measured(&gpu, || Step::new(&gpu, &c, &params, Some(&grads), &Head::Pretrain, shape, Mode::Train { dropout: true }, 1.0, Precision::F32).unwrap());
     let inputs = step.input_bytes;
     assert!(inputs > 0);
     assert_eq!(step.act_bytes + step.grad_act_bytes, planned - inputs, "the plan's own count vs what it allocated");
@@ -81,7 +82,8 @@ fn bench_reports_consistent_flops_and_memory() {
     // probabilities, the FFN pre-activation and the layer input; the masked-token logits; and in
     // the backward pass the FFN-sized and hidden-sized gradients.
     let (rows, hh, ff) = (shape.rows(), c.hidden_size, c.intermediate_size);
-    let kept = c.num_hidden_layers * (rows * 3 * hh + shape.batch * c.num_attention_heads * shape.seq() * shape.seq() + rows * ff + rows * hh) + shape.masked * c.vocab_size;
+    let kept = c.num_hidden_layers * (rows * 3 * hh + shape.batch * c.num_attention_heads * shape.seq() * shape.seq() + rows * ff + rows * hh)
+        + shape.masked * c.vocab_size;
     assert!(step.act_bytes >= 4 * kept as u64, "forward activations {} < {} needed", step.act_bytes, 4 * kept);
     assert!(step.grad_act_bytes >= 4 * (rows * (ff + hh)) as u64, "gradient activations {}", step.grad_act_bytes);
     // "other" is what no kind claims: the inputs and the optimizer's scratch, nothing else, so a

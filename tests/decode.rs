@@ -58,10 +58,19 @@ fn decode_with_the_cache_matches_the_full_forward_with_a_causal_mask() {
         let got_h = gpu.read_f32(dec.hidden()).unwrap();
         let got_l = gpu.read_f32(dec.logits()).unwrap();
 
-        let mut bt = Batch { labels: Labels::Pretrain { mlm_pos: (0..b).map(|bi| (bi * sq + t + 1) as u32).collect(), mlm_labels: vec![-1; b], contrast_labels: vec![-1; b] }, ..Default::default() };
+        let mut bt = Batch {
+            labels: Labels::Pretrain { mlm_pos: (0..b).map(|bi| (bi * sq + t + 1) as u32).collect(), mlm_labels: vec![-1; b], contrast_labels: vec![-1; b] },
+            ..Default::default()
+        };
         for bi in 0..b {
             for j in 0..g {
-                bt.input_ids.push(if j <= t { caption[bi][j] } else if j == t + 1 { mask_id } else { 0 });
+                bt.input_ids.push(if j <= t {
+                    caption[bi][j]
+                } else if j == t + 1 {
+                    mask_id
+                } else {
+                    0
+                });
                 bt.type_ids.push(0);
                 bt.pos_ids.push(j as u32);
             }
@@ -74,7 +83,11 @@ fn decode_with_the_cache_matches_the_full_forward_with_a_causal_mask() {
                 for k in 0..sq {
                     let attend = if q < g {
                         // caption: causal over the prefix (padding rows see themselves), full context
-                        if q <= t + 1 { (k < g && k <= q) || (k >= g && cvalid[k - g] > 0.0) } else { k == q }
+                        if q <= t + 1 {
+                            (k < g && k <= q) || (k >= g && cvalid[k - g] > 0.0)
+                        } else {
+                            k == q
+                        }
                     } else {
                         k >= g && cvalid[k - g] > 0.0 || k == q
                     };

@@ -5,13 +5,15 @@
 //! within 1e-3 absolute.
 use safetensors::SafeTensors;
 use std::path::PathBuf;
-use vlp_engine::data::Tok;
-use vlp_engine::gpu::Gpu;
 use vlp_engine::apps::embed::{embed, embed_many};
 use vlp_engine::apps::ModelDir;
+use vlp_engine::data::Tok;
+use vlp_engine::gpu::Gpu;
 
 fn model_dir() -> PathBuf {
-    let d = std::env::var("VLP_MINILM_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-assets/minilm/model")));
+    let d = std::env::var("VLP_MINILM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-assets/minilm/model")));
     assert!(d.join("model.safetensors").exists(), "{} is missing: run `bash tools/fetch_test_assets.sh` first (the README's test command does)", d.display());
     d
 }
@@ -31,7 +33,8 @@ fn embed_matches_transformers_bert_model() {
     let vocab_tok = Tok::load(&dir.join("vocab.txt")).unwrap();
     let mut worst = 0f32;
     for (i, (a, b)) in texts.iter().enumerate() {
-        let want_ids: Vec<u32> = bytemuck::pod_collect_to_vec::<u8, i32>(st.tensor(&format!("input_ids.{i}")).unwrap().data()).iter().map(|&x| x as u32).collect();
+        let want_ids: Vec<u32> =
+            bytemuck::pod_collect_to_vec::<u8, i32>(st.tensor(&format!("input_ids.{i}")).unwrap().data()).iter().map(|&x| x as u32).collect();
         let e = embed(&gpu, &m, a, b.as_deref(), None).unwrap();
         assert_eq!(e.input_ids, want_ids, "text {i} ids (tokenizer.json)");
         let ids_a = vocab_tok.encode(a).unwrap();

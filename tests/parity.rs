@@ -8,9 +8,9 @@
 //! fp32-noise-level gradients into full lr-sized steps, so an element-wise bound is meaningless;
 //! tensors whose true gradient is zero, like the key bias, are left out of this comparison).
 use safetensors::SafeTensors;
-use vlp_engine::ops::matmul::Precision;
 use vlp_engine::gpu::{Gpu, Recorder};
 use vlp_engine::model::{Batch, Config, Head, Labels, Mode, ParamLayout, ParamSet, Shape, Step};
+use vlp_engine::ops::matmul::Precision;
 use vlp_engine::ops::optim::AdamWConfig;
 use vlp_engine::train::Optimizer;
 

@@ -51,7 +51,8 @@ fn f16_overflow_halves_the_loss_scale_and_training_goes_on() {
     a.precision = Precision::F16;
     a.loss_scale = Some((2f32).powi(40));
     let s = train(&gpu, &a).unwrap();
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(d.join("out/metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(d.join("out/metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let skipped: Vec<f64> = lines.iter().filter(|l| l["skipped"] == true).map(|l| l["loss_scale"].as_f64().unwrap()).collect();
     let last = lines.last().unwrap();
     eprintln!("{} skipped steps, scale after them {:?}, final {last}", skipped.len(), skipped.last());

@@ -18,7 +18,15 @@ pub struct Embedding {
 
 /// Runs the encoder (dropout off) on `[CLS] text [SEP] (tags [SEP])` + optional regions [R, D] for
 /// every text, `batch` texts per plan run; `progress` is called with the number done.
-pub fn embed_many(gpu: &Gpu, m: &ModelDir, texts: &[String], tags: Option<&str>, regions: Option<&[f32]>, batch: usize, mut progress: impl FnMut(usize)) -> Result<Vec<Embedding>> {
+pub fn embed_many(
+    gpu: &Gpu,
+    m: &ModelDir,
+    texts: &[String],
+    tags: Option<&str>,
+    regions: Option<&[f32]>,
+    batch: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<Embedding>> {
     let c = &m.cfg;
     let b_ids = tags.map(|t| m.tok.encode(t)).transpose()?;
     let mut inputs = Vec::with_capacity(texts.len());
@@ -61,7 +69,10 @@ pub fn embed_many(gpu: &Gpu, m: &ModelDir, texts: &[String], tags: Option<&str>,
                 pooled: pooled[i * h..(i + 1) * h].to_vec(),
             };
             if let Some(k) = e.hidden.iter().chain(&e.region_hidden).chain(&e.pooled).position(|v| !v.is_finite()) {
-                return Err(Error::Other(format!("the model produced a non-finite value for text {} (element {k}); the weights, config or features overflow", out.len())));
+                return Err(Error::Other(format!(
+                    "the model produced a non-finite value for text {} (element {k}); the weights, config or features overflow",
+                    out.len()
+                )));
             }
             out.push(e);
         }

@@ -131,7 +131,11 @@ fn read_captions(file: &Path) -> Result<Vec<Caption>> {
         let v: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: bad JSON: {e}", file.display())))?;
         return v.iter().enumerate().map(|(i, x)| norm(x, i + 1)).collect();
     }
-    text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| norm(&serde_json::from_str(l).map_err(|e| bad(file, i + 1, format!("bad JSON: {e}")))?, i + 1)).collect()
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| norm(&serde_json::from_str(l).map_err(|e| bad(file, i + 1, format!("bad JSON: {e}")))?, i + 1))
+        .collect()
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -199,7 +203,10 @@ pub fn convert(features: &Path, labels: Option<&Path>, captions: &Path, split: &
         "features.safetensors".to_string()
     } else {
         let stem: String = split.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
-        (1..).map(|k| if k == 1 { format!("features-{stem}.safetensors") } else { format!("features-{stem}-{k}.safetensors") }).find(|n| !out.join(n).exists()).unwrap()
+        (1..)
+            .map(|k| if k == 1 { format!("features-{stem}.safetensors") } else { format!("features-{stem}-{k}.safetensors") })
+            .find(|n| !out.join(n).exists())
+            .unwrap()
     };
     // build the new store next to the old one, then move it into place
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -318,7 +325,11 @@ mod tests {
 
     /// Every file of a directory, by name, with its bytes.
     fn snapshot(d: &Path) -> Vec<(String, Vec<u8>)> {
-        let mut v: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap()).map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())).collect();
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+            .collect();
         v.sort();
         v
     }
@@ -336,7 +347,10 @@ mod tests {
         assert_eq!(convert(&t2, None, &c2, "val", &store).unwrap(), 2);
         assert!(store.join("features.safetensors").exists() && store.join("features-val.safetensors").exists());
         let imgs: Vec<Image> = crate::data::store::read_jsonl(&store.join("images.jsonl")).unwrap();
-        assert_eq!(imgs.iter().map(|i| (i.id.as_str(), i.split.as_str())).collect::<Vec<_>>(), [("a", "train"), ("b", "train"), ("c", "train"), ("x", "val"), ("y", "val")]);
+        assert_eq!(
+            imgs.iter().map(|i| (i.id.as_str(), i.split.as_str())).collect::<Vec<_>>(),
+            [("a", "train"), ("b", "train"), ("c", "train"), ("x", "val"), ("y", "val")]
+        );
         let caps: Vec<Caption> = crate::data::store::read_jsonl(&store.join("captions.jsonl")).unwrap();
         assert_eq!(caps.len(), 5);
         let fs = FeatureStore::open(&store).unwrap();

@@ -162,11 +162,21 @@ impl FeatureStore {
             }
             if shape[1] != d || d == 0 {
                 let (oi, other) = tensors.iter().find(|(_, t)| t.2.len() == 2 && t.2[1] == d).map(|(f, t)| (*f, t.0.as_str())).unwrap_or((*fi, ""));
-                return Err(err(path, format!("image '{id}' has features of width {} (shape {shape:?}); the store's other images have width {d} (e.g. '{other}' in {})", shape[1], files[oi].path.display())));
+                return Err(err(
+                    path,
+                    format!(
+                        "image '{id}' has features of width {} (shape {shape:?}); the store's other images have width {d} (e.g. '{other}' in {})",
+                        shape[1],
+                        files[oi].path.display()
+                    ),
+                ));
             }
             if let Some(&j) = index.get(id) {
                 let e: &Entry = &entries[j];
-                return Err(err(path, format!("image '{id}' also has features in {}; image ids must be unique in a store", files[e.file as usize].path.display())));
+                return Err(err(
+                    path,
+                    format!("image '{id}' also has features in {}; image ids must be unique in a store", files[e.file as usize].path.display()),
+                ));
             }
             let rows = u32::try_from(shape[0]).map_err(|_| err(path, format!("image '{id}' has {} regions", shape[0])))?;
             index.insert(id.clone(), entries.len());
@@ -277,7 +287,8 @@ impl FeatureStore {
 /// file, parses the header and copies that tensor (F32 or F16 -> f32), checking the width.
 pub fn read_one(file: &Path, id: &str, dim: usize) -> Result<Vec<f32>> {
     let map = map_file(file)?;
-    let (_, dtype, shape, start, end) = header(file, &map)?.into_iter().find(|t| t.0 == id).ok_or_else(|| err(file, format!("no features for image '{id}'")))?;
+    let (_, dtype, shape, start, end) =
+        header(file, &map)?.into_iter().find(|t| t.0 == id).ok_or_else(|| err(file, format!("no features for image '{id}'")))?;
     if shape.len() != 2 || shape[1] != dim {
         return Err(err(file, format!("image '{id}' has shape {shape:?}, expected [regions, {dim}]")));
     }

@@ -47,7 +47,9 @@ impl PretrainData {
         let mut imgs = Vec::with_capacity(images.len());
         let mut feature_of = Vec::with_capacity(images.len());
         for (line, im) in &images {
-            let f = features.entry(&im.id).ok_or_else(|| Error::Other(format!("{}:{line}: image '{}' has no features in {}", ip.display(), im.id, features.describe())))?;
+            let f = features
+                .entry(&im.id)
+                .ok_or_else(|| Error::Other(format!("{}:{line}: image '{}' has no features in {}", ip.display(), im.id, features.describe())))?;
             if let Some((l0, _)) = index.insert(im.id.clone(), (*line, imgs.len())) {
                 return Err(Error::Other(format!("{}:{line}: image '{}' repeats line {l0}", ip.display(), im.id)));
             }
@@ -84,7 +86,16 @@ pub struct Sampler<'a> {
 }
 
 impl<'a> Sampler<'a> {
-    pub fn new(data: &'a PretrainData, tok: &'a Tok, split: &str, batch: usize, text: usize, regions: usize, contrast: Contrast, vocab: usize) -> Result<Sampler<'a>> {
+    pub fn new(
+        data: &'a PretrainData,
+        tok: &'a Tok,
+        split: &str,
+        batch: usize,
+        text: usize,
+        regions: usize,
+        contrast: Contrast,
+        vocab: usize,
+    ) -> Result<Sampler<'a>> {
         let pool = data.split(split);
         if pool.is_empty() {
             return Err(Error::Other(format!("the data has no captions in split '{split}'")));

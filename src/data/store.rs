@@ -66,7 +66,9 @@ pub fn write_features(path: &Path, items: &[(String, Vec<f32>)], dim: usize) -> 
     }
     let views = items
         .iter()
-        .map(|(id, f)| Ok((id.clone(), TensorView::new(Dtype::F32, vec![f.len() / dim, dim], bytemuck::cast_slice(f)).map_err(|e| Error::Other(format!("{id}: {e}")))?)))
+        .map(|(id, f)| {
+            Ok((id.clone(), TensorView::new(Dtype::F32, vec![f.len() / dim, dim], bytemuck::cast_slice(f)).map_err(|e| Error::Other(format!("{id}: {e}")))?))
+        })
         .collect::<Result<Vec<_>>>()?;
     let mut meta = std::collections::HashMap::new();
     meta.insert("feature_dim".to_string(), dim.to_string());
@@ -84,7 +86,11 @@ pub fn read_all_features(path: &Path) -> Result<(std::collections::HashMap<Strin
     for (id, t) in st.tensors() {
         let s = t.shape();
         if s.len() != 2 || dim.is_some_and(|d| d != s[1]) {
-            return Err(Error::Other(format!("{}: image '{id}' has shape {s:?}; every image needs [regions, {}]", path.display(), dim.unwrap_or(s.last().copied().unwrap_or(0)))));
+            return Err(Error::Other(format!(
+                "{}: image '{id}' has shape {s:?}; every image needs [regions, {}]",
+                path.display(),
+                dim.unwrap_or(s.last().copied().unwrap_or(0))
+            )));
         }
         dim = Some(s[1]);
         let v = view_f32(path, &id, &t)?;

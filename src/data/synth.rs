@@ -101,7 +101,11 @@ fn relation(a: &Object, b: &Object) -> &'static str {
     let (ax, ay) = ((a.bbox[0] + a.bbox[2]) / 2.0, (a.bbox[1] + a.bbox[3]) / 2.0);
     let (bx, by) = ((b.bbox[0] + b.bbox[2]) / 2.0, (b.bbox[1] + b.bbox[3]) / 2.0);
     if (ax - bx).abs() > (ay - by).abs() {
-        if ax < bx { "to the left of" } else { "to the right of" }
+        if ax < bx {
+            "to the left of"
+        } else {
+            "to the right of"
+        }
     } else if ay < by {
         "above"
     } else {
@@ -110,7 +114,11 @@ fn relation(a: &Object, b: &Object) -> &'static str {
 }
 
 fn article(s: &str) -> &'static str {
-    if s.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
+    if s.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 fn caption(r: &mut Rng, objs: &[Object]) -> String {
@@ -143,19 +151,39 @@ pub fn generate(n: usize, seed: u64, feature_dim: usize) -> crate::Result<World>
     }
     let d = feature_dim - 6;
     let mut pr = Rng::new(seed ^ 0xfeed);
-    let (cp, colp, sp, mp) = (prototypes(&mut pr, CLASSES.len(), d, 1.0), prototypes(&mut pr, COLORS.len(), d, 0.5), prototypes(&mut pr, SIZES.len(), d, 0.3), prototypes(&mut pr, MATERIALS.len(), d, 0.3));
+    let (cp, colp, sp, mp) = (
+        prototypes(&mut pr, CLASSES.len(), d, 1.0),
+        prototypes(&mut pr, COLORS.len(), d, 0.5),
+        prototypes(&mut pr, SIZES.len(), d, 0.3),
+        prototypes(&mut pr, MATERIALS.len(), d, 0.3),
+    );
     let mut r = Rng::new(seed);
     let (mut images, mut features, mut captions, mut questions) = (vec![], vec![], vec![], vec![]);
     for i in 0..n {
         let id = format!("img{i:06}");
-        let split = match i % 10 { 8 => "val", 9 => "test", _ => "train" }.to_string();
+        let split = match i % 10 {
+            8 => "val",
+            9 => "test",
+            _ => "train",
+        }
+        .to_string();
         let k = 2 + r.below(4);
         let objects: Vec<Object> = (0..k)
             .map(|_| {
                 let size = pick(&mut r, SIZES);
-                let (w, h) = if size == "large" { (120.0 + 100.0 * r.uniform(), 100.0 + 80.0 * r.uniform()) } else { (40.0 + 50.0 * r.uniform(), 30.0 + 40.0 * r.uniform()) };
+                let (w, h) = if size == "large" {
+                    (120.0 + 100.0 * r.uniform(), 100.0 + 80.0 * r.uniform())
+                } else {
+                    (40.0 + 50.0 * r.uniform(), 30.0 + 40.0 * r.uniform())
+                };
                 let (x, y) = (r.uniform() * (W - w), r.uniform() * (H - h));
-                Object { class: pick(&mut r, CLASSES).into(), color: pick(&mut r, COLORS).into(), size: size.into(), material: pick(&mut r, MATERIALS).into(), bbox: [x, y, x + w, y + h] }
+                Object {
+                    class: pick(&mut r, CLASSES).into(),
+                    color: pick(&mut r, COLORS).into(),
+                    size: size.into(),
+                    material: pick(&mut r, MATERIALS).into(),
+                    bbox: [x, y, x + w, y + h],
+                }
             })
             .collect();
         // region features for every object the detector boxes (all of them; tags are noisier)
@@ -200,7 +228,11 @@ pub fn generate(n: usize, seed: u64, feature_dim: usize) -> crate::Result<World>
         }
         let c = pick(&mut r, CLASSES);
         let (a, b) = (images[i].objects.iter().filter(|o| o.class == c).count(), images[j].objects.iter().filter(|o| o.class == c).count());
-        let (st, label) = if r.uniform() < 0.5 { (format!("the left image has more {c}s than the right image."), a > b) } else { (format!("both images contain a {c}."), a > 0 && b > 0) };
+        let (st, label) = if r.uniform() < 0.5 {
+            (format!("the left image has more {c}s than the right image."), a > b)
+        } else {
+            (format!("both images contain a {c}."), a > 0 && b > 0)
+        };
         statements.push(Statement { left: images[i].id.clone(), right: images[j].id.clone(), statement: st, label });
     }
     Ok(World { images, features, captions, questions, statements, feature_dim })

@@ -147,10 +147,7 @@ fn pick_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
                 return adapters.into_iter().nth(i).ok_or_else(|| Error::AdapterNotFound(sel.clone()));
             }
             let s = sel.to_lowercase();
-            adapters
-                .into_iter()
-                .find(|a| a.get_info().name.to_lowercase().contains(&s))
-                .ok_or_else(|| Error::AdapterNotFound(sel.clone()))
+            adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&s)).ok_or_else(|| Error::AdapterNotFound(sel.clone()))
         }
     }
 }
@@ -166,10 +163,7 @@ fn coop16_supported(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo, features:
     {
         return false;
     }
-    adapter
-        .cooperative_matrix_properties()
-        .iter()
-        .any(|p| (p.m_size, p.n_size, p.k_size) == (16, 16, 16) && p.ab_type == T::F16 && p.cr_type == T::F32)
+    adapter.cooperative_matrix_properties().iter().any(|p| (p.m_size, p.n_size, p.k_size) == (16, 16, 16) && p.ab_type == T::F16 && p.cr_type == T::F32)
 }
 
 impl Gpu {
@@ -258,16 +252,11 @@ impl Gpu {
 
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
-            .map_err(|e| Error::Device(e.to_string()))?;
+        self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: None }).map_err(|e| Error::Device(e.to_string()))?;
         self.check("queue")
     }
 
     pub fn summary(&self) -> String {
-        format!(
-            "{} ({:?}, {:?}, driver {} {})",
-            self.info.name, self.info.backend, self.info.device_type, self.info.driver, self.info.driver_info
-        )
+        format!("{} ({:?}, {:?}, driver {} {})", self.info.name, self.info.backend, self.info.device_type, self.info.driver, self.info.driver_info)
     }
 }

@@ -68,10 +68,7 @@ impl Gpu {
                 count: None,
             })
             .collect();
-        let l = Arc::new(self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: None,
-            entries: &entries,
-        }));
+        let l = Arc::new(self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries }));
         cache.insert(binds.to_vec(), l.clone());
         l
     }
@@ -83,8 +80,7 @@ impl Gpu {
         if let Some(k) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(k.clone());
         }
-        let src = super::shaders::full_source(spec.shader)
-            .ok_or_else(|| Error::Other(format!("unknown shader '{}'", spec.shader)))?;
+        let src = super::shaders::full_source(spec.shader).ok_or_else(|| Error::Other(format!("unknown shader '{}'", spec.shader)))?;
         let layout = self.bind_layout(spec.binds);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor { label: Some(spec.shader), source: wgpu::ShaderSource::Wgsl(src.into()) };
@@ -99,11 +95,7 @@ impl Gpu {
             checks.int_div_checks = true;
             unsafe { self.device.create_shader_module_trusted(desc, checks) }
         };
-        let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: None,
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
+        let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: None, bind_group_layouts: &[Some(&layout)], immediate_size: 0 });
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(spec.entry),
             layout: Some(&pl),
@@ -148,21 +140,9 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    pub fn new<P: bytemuck::Pod>(
-        gpu: &Gpu,
-        spec: &KernelSpec,
-        params: &P,
-        tensors: &[&Tensor],
-        groups: [u32; 3],
-    ) -> Result<Dispatch> {
+    pub fn new<P: bytemuck::Pod>(gpu: &Gpu, spec: &KernelSpec, params: &P, tensors: &[&Tensor], groups: [u32; 3]) -> Result<Dispatch> {
         if tensors.len() + 1 != spec.binds.len() {
-            return Err(Error::Other(format!(
-                "{}::{} takes {} buffers, got {}",
-                spec.shader,
-                spec.entry,
-                spec.binds.len() - 1,
-                tensors.len()
-            )));
+            return Err(Error::Other(format!("{}::{} takes {} buffers, got {}", spec.shader, spec.entry, spec.binds.len() - 1, tensors.len())));
         }
         let max = gpu.limits.max_compute_workgroups_per_dimension;
         if groups.iter().any(|&g| g > max) {
@@ -202,11 +182,7 @@ impl Dispatch {
             entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: t.buf.as_entire_binding() });
         }
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &kernel.layout,
-            entries: &entries,
-        });
+        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &kernel.layout, entries: &entries });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Validation { context: kernel.name.clone(), msg: e.to_string() });
         }

@@ -105,12 +105,7 @@ pub struct Readback {
 impl Readback {
     pub fn new(gpu: &Gpu, bytes: u64) -> Result<Readback> {
         if bytes > gpu.limits.max_buffer_size {
-            return Err(Error::TooLarge {
-                label: "readback".into(),
-                bytes,
-                limit: gpu.limits.max_buffer_size,
-                what: "buffer",
-            });
+            return Err(Error::TooLarge { label: "readback".into(), bytes, limit: gpu.limits.max_buffer_size, what: "buffer" });
         }
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -148,9 +143,7 @@ impl Readback {
         // has run, so poll until *our* callback has fired (bounded, so a lost device is an error).
         let start = std::time::Instant::now();
         loop {
-            gpu.device
-                .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(std::time::Duration::from_secs(1)) })
-                .ok();
+            gpu.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(std::time::Duration::from_secs(1)) }).ok();
             gpu.check("readback")?;
             if let Some(bytes) = self.take()? {
                 return Ok(bytes);
@@ -204,11 +197,7 @@ impl Profiler {
         if !gpu.has(wgpu::Features::TIMESTAMP_QUERY) {
             return Ok(Profiler { query: None, resolve: None, readback: None, names: vec![], capacity, period_ns: 1.0 });
         }
-        let query = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("profile"),
-            ty: wgpu::QueryType::Timestamp,
-            count: 2 * capacity,
-        });
+        let query = gpu.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("profile"), ty: wgpu::QueryType::Timestamp, count: 2 * capacity });
         let bytes = 16 * capacity as u64;
         let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("profile-resolve"),
@@ -262,12 +251,7 @@ impl Profiler {
             .names
             .drain(..)
             .enumerate()
-            .map(|(i, (name, flops, bytes))| ProfileRow {
-                name,
-                ns: ts[2 * i + 1].saturating_sub(ts[2 * i]) as f64 * self.period_ns,
-                flops,
-                bytes,
-            })
+            .map(|(i, (name, flops, bytes))| ProfileRow { name, ns: ts[2 * i + 1].saturating_sub(ts[2 * i]) as f64 * self.period_ns, flops, bytes })
             .collect();
         Ok(rows)
     }

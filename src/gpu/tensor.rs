@@ -41,10 +41,7 @@ impl Tensor {
     pub fn view(&self, offset: usize, shape: &[usize]) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         if offset + n > self.numel() {
-            return Err(Error::Shape {
-                op: "view",
-                msg: format!("view of {n} elements at {offset} exceeds tensor of {} elements", self.numel()),
-            });
+            return Err(Error::Shape { op: "view", msg: format!("view of {n} elements at {offset} exceeds tensor of {} elements", self.numel()) });
         }
         Ok(Tensor { buf: self.buf.clone(), offset: self.offset + offset, shape: shape.to_vec(), dtype: self.dtype })
     }
@@ -119,10 +116,7 @@ impl Gpu {
     /// Queue write: goes through wgpu's staging belt, ordered before the next submit.
     pub fn write_raw(&self, t: &Tensor, bytes: &[u8]) -> Result<()> {
         if bytes.len() as u64 > t.bytes() {
-            return Err(Error::Shape {
-                op: "write",
-                msg: format!("{} bytes into a tensor of {} bytes {:?}", bytes.len(), t.bytes(), t.shape),
-            });
+            return Err(Error::Shape { op: "write", msg: format!("{} bytes into a tensor of {} bytes {:?}", bytes.len(), t.bytes(), t.shape) });
         }
         if !bytes.is_empty() {
             self.queue.write_buffer(&t.buf, (t.offset * t.dtype.size()) as u64, bytes);

@@ -34,11 +34,8 @@ fn canonical(name: &str) -> Option<String> {
     if name == "cls.predictions.decoder.weight" || name == "cls.predictions.decoder.bias" {
         return None; // the decoder is tied to the word embeddings; its bias is cls.predictions.bias
     }
-    let mut n = if name.starts_with("bert.") || name.starts_with("cls.") || name.starts_with("classifier.") {
-        name.to_string()
-    } else {
-        format!("bert.{name}")
-    };
+    let mut n =
+        if name.starts_with("bert.") || name.starts_with("cls.") || name.starts_with("classifier.") { name.to_string() } else { format!("bert.{name}") };
     // TF-converted checkpoints name LayerNorm parameters gamma/beta
     if n.contains("LayerNorm.") {
         n = n.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias");
@@ -59,7 +56,8 @@ fn to_f32(file: &Path, name: &str, t: &TensorView) -> Result<Vec<f32>> {
 /// Loads every parameter of `params` from `file` (see the module doc for what is accepted).
 pub fn load(gpu: &Gpu, params: &ParamSet, file: &Path) -> Result<LoadReport> {
     let bytes = std::fs::read(file).map_err(|e| Error::Other(format!("{}: cannot read checkpoint: {e}", file.display())))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Other(format!("{}: not a valid safetensors file ({e}); truncated or corrupt?", file.display())))?;
+    let st =
+        SafeTensors::deserialize(&bytes).map_err(|e| Error::Other(format!("{}: not a valid safetensors file ({e}); truncated or corrupt?", file.display())))?;
     let mut found: HashMap<String, String> = HashMap::new();
     let mut report = LoadReport::default();
     for name in st.names() {
@@ -208,7 +206,8 @@ mod tests {
         let e = load(gpu, &q2, &f).unwrap_err().to_string();
         assert!(e.contains("model.safetensors") && e.contains("intermediate.dense.weight") && e.contains("[128, 64]"), "{e}");
         // missing required tensor
-        let only: Vec<(String, TensorView)> = vec![("bert.embeddings.word_embeddings.weight".into(), TensorView::new(Dtype::F32, vec![50, 64], bytemuck::cast_slice(&a[0].2)).unwrap())];
+        let only: Vec<(String, TensorView)> =
+            vec![("bert.embeddings.word_embeddings.weight".into(), TensorView::new(Dtype::F32, vec![50, 64], bytemuck::cast_slice(&a[0].2)).unwrap())];
         let fm = dir.join("partial.safetensors");
         std::fs::write(&fm, safetensors::serialize(only, None).unwrap()).unwrap();
         let e = load(gpu, &q, &fm).unwrap_err().to_string();

@@ -3,13 +3,27 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-fn d_img_dim() -> usize { 2054 }
-fn d_eps() -> f32 { 1e-12 }
-fn d_drop() -> f32 { 0.1 }
-fn d_types() -> usize { 2 }
-fn d_act() -> String { "gelu".into() }
-fn d_init() -> f32 { 0.02 }
-fn d_classes() -> usize { 2 }
+fn d_img_dim() -> usize {
+    2054
+}
+fn d_eps() -> f32 {
+    1e-12
+}
+fn d_drop() -> f32 {
+    0.1
+}
+fn d_types() -> usize {
+    2
+}
+fn d_act() -> String {
+    "gelu".into()
+}
+fn d_init() -> f32 {
+    0.02
+}
+fn d_classes() -> usize {
+    2
+}
 
 /// Oscar configs write `use_img_layernorm` as 0/1 or true/false.
 fn bool_or_int<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
@@ -104,8 +118,10 @@ impl Config {
     pub fn validate(&self) -> std::result::Result<(), String> {
         let checks: [(bool, String); 7] = [
             (self.hidden_size > 0 && self.num_hidden_layers > 0 && self.vocab_size > 0, "sizes must be positive".into()),
-            (self.num_attention_heads > 0 && self.hidden_size % self.num_attention_heads == 0,
-                format!("hidden_size {} is not a multiple of num_attention_heads {}", self.hidden_size, self.num_attention_heads)),
+            (
+                self.num_attention_heads > 0 && self.hidden_size % self.num_attention_heads == 0,
+                format!("hidden_size {} is not a multiple of num_attention_heads {}", self.hidden_size, self.num_attention_heads),
+            ),
             (self.hidden_act == "gelu", format!("hidden_act '{}' is not supported (Oscar uses the erf 'gelu')", self.hidden_act)),
             ((0.0..1.0).contains(&self.hidden_dropout_prob) && (0.0..1.0).contains(&self.attention_probs_dropout_prob), "dropout must be in [0, 1)".into()),
             (self.type_vocab_size >= 2, format!("type_vocab_size {} < 2 (tags are segment 1)", self.type_vocab_size)),
@@ -138,14 +154,22 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vlp-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("config.json");
-        std::fs::write(&f, r#"{"architectures":["BertForMaskedLM"],"attention_probs_dropout_prob":0.1,"hidden_act":"gelu",
+        std::fs::write(
+            &f,
+            r#"{"architectures":["BertForMaskedLM"],"attention_probs_dropout_prob":0.1,"hidden_act":"gelu",
             "hidden_dropout_prob":0.1,"hidden_size":384,"initializer_range":0.02,"intermediate_size":1536,"layer_norm_eps":1e-12,
             "max_position_embeddings":512,"model_type":"bert","num_attention_heads":12,"num_hidden_layers":6,"pad_token_id":0,
-            "type_vocab_size":2,"vocab_size":30522,"use_img_layernorm":1,"img_feature_dim":2054}"#).unwrap();
+            "type_vocab_size":2,"vocab_size":30522,"use_img_layernorm":1,"img_feature_dim":2054}"#,
+        )
+        .unwrap();
         let c = Config::load(dir.to_str().unwrap()).unwrap();
         assert_eq!((c.hidden_size, c.num_hidden_layers, c.head_dim()), (384, 6, 32));
         assert!(c.use_img_layernorm);
-        std::fs::write(&f, r#"{"hidden_size":100,"num_attention_heads":12,"num_hidden_layers":1,"intermediate_size":4,"vocab_size":5,"max_position_embeddings":8}"#).unwrap();
+        std::fs::write(
+            &f,
+            r#"{"hidden_size":100,"num_attention_heads":12,"num_hidden_layers":1,"intermediate_size":4,"vocab_size":5,"max_position_embeddings":8}"#,
+        )
+        .unwrap();
         let e = Config::from_file(&f).unwrap_err().to_string();
         assert!(e.contains("config.json") && e.contains("not a multiple"), "{e}");
         std::fs::write(&f, "{ not json").unwrap();

@@ -77,7 +77,13 @@ pub struct Decode {
 impl Decode {
     pub fn new(gpu: &Gpu, c: &Config, params: &ParamSet, d: DecodeShape, mask_token: u32, prec: Precision) -> Result<Decode> {
         crate::ensure_shape!("decode", d.batch > 0 && d.caption >= 2 && d.tags > 0, "decode needs a batch, tags and at least 2 caption positions: {d:?}");
-        crate::ensure_shape!("decode", d.caption <= c.max_position_embeddings, "caption positions {} > max_position_embeddings {}", d.caption, c.max_position_embeddings);
+        crate::ensure_shape!(
+            "decode",
+            d.caption <= c.max_position_embeddings,
+            "caption positions {} > max_position_embeddings {}",
+            d.caption,
+            c.max_position_embeddings
+        );
         if !params.has("cls.predictions.bias") {
             return Err(Error::Other("decoding needs the masked-token head (cls.predictions.*): load a pre-training or captioning model".into()));
         }
@@ -128,20 +134,49 @@ impl Decode {
             reorder.push(elementwise::acc_into(gpu, 1.0, &scratch, 0.0, t)?);
         }
         let valid = vec![0.0; b * d.context()];
-        Ok(Decode { shape: d, k, v, prefill_inputs, prefill, step_inputs, step_acts, step_head, step, step_index, reorder_index, reorder, valid, mask_token, num_layers: nl, bytes: al.bytes })
+        Ok(Decode {
+            shape: d,
+            k,
+            v,
+            prefill_inputs,
+            prefill,
+            step_inputs,
+            step_acts,
+            step_head,
+            step,
+            step_index,
+            reorder_index,
+            reorder,
+            valid,
+            mask_token,
+            num_layers: nl,
+            bytes: al.bytes,
+        })
     }
 
     /// Uploads the context of every sequence; run `prefill` after it.
     pub fn set_context(&mut self, gpu: &Gpu, c: &Config, x: &Context) -> Result<()> {
         let d = self.shape;
         let (b, ctx) = (d.batch, d.context());
-        let lens = [("tag_ids", x.tag_ids.len(), b * d.tags), ("tag_pos", x.tag_pos.len(), b * d.tags), ("valid", x.valid.len(), b * ctx), ("img", x.img.len(), b * d.regions * c.img_feature_dim)];
+        let lens = [
+            ("tag_ids", x.tag_ids.len(), b * d.tags),
+            ("tag_pos", x.tag_pos.len(), b * d.tags),
+            ("valid", x.valid.len(), b * ctx),
+            ("img", x.img.len(), b * d.regions * c.img_feature_dim),
+        ];
         for (n, got, want) in lens {
             if got != want {
                 return Err(Error::Shape { op: "decode", msg: format!("context {n} has {got} values, {d:?} needs {want}") });
             }
         }
-        let batch = crate::model::Batch { input_ids: x.tag_ids.clone(), type_ids: vec![1; b * d.tags], pos_ids: x.tag_pos.clone(), img: x.img.clone(), mask: x.valid.clone(), labels: Labels::None };
+        let batch = crate::model::Batch {
+            input_ids: x.tag_ids.clone(),
+            type_ids: vec![1; b * d.tags],
+            pos_ids: x.tag_pos.clone(),
+            img: x.img.clone(),
+            mask: x.valid.clone(),
+            labels: Labels::None,
+        };
         let ps = Shape { batch: b, text: d.tags, regions: d.regions, masked: 1, mask3d: false };
         batch.upload_encoder(gpu, &ps, c, &self.prefill_inputs)?;
         self.valid = x.valid.clone();

@@ -9,9 +9,9 @@ use super::config::Config;
 use super::params::{layer_prefix, ParamSet, EMB};
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::ops::attention::{Attention, MaskKind, Seq};
+use crate::ops::cache::{self, Rows};
 use crate::ops::matmul::{matmul, matmul_auto, Act, Layout, Linear, Precision};
 use crate::ops::rows::{place, take, Segment};
-use crate::ops::cache::{self, Rows};
 use crate::ops::{dropout, elementwise, embedding, layernorm, reduce};
 use crate::Result;
 
@@ -137,7 +137,19 @@ pub fn embeddings_backward(x: &Ctx, d: &EncoderGrads, gr: &ParamSet, v: &mut Vec
     if bt > 0 {
         v.push(take(g, &x.text_seg(), dx0, &d.d_emb_text, &i.dropout_seed, x.ph, S_EMB_TEXT, false)?);
         let n = |s: &str| format!("{EMB}{s}");
-        v.extend(layernorm::layernorm_backward(g, &a.emb_text, &x.w(&n("LayerNorm.weight"))?, &a.emb_ln_stats, &d.d_emb_text, &d.d_emb_text_pre, &gr.get(&n("LayerNorm.weight"))?, &gr.get(&n("LayerNorm.bias"))?, bt, h, false)?);
+        v.extend(layernorm::layernorm_backward(
+            g,
+            &a.emb_text,
+            &x.w(&n("LayerNorm.weight"))?,
+            &a.emb_ln_stats,
+            &d.d_emb_text,
+            &d.d_emb_text_pre,
+            &gr.get(&n("LayerNorm.weight"))?,
+            &gr.get(&n("LayerNorm.bias"))?,
+            bt,
+            h,
+            false,
+        )?);
         v.push(embedding::scatter_add(g, &gi[0], &d.d_emb_text_pre, &gr.get(&n("word_embeddings.weight"))?, bt, c.vocab_size, h)?);
         v.push(embedding::scatter_add(g, &gi[1], &d.d_emb_text_pre, &gr.get(&n("position_embeddings.weight"))?, bt, c.max_position_embeddings, h)?);
         v.push(embedding::scatter_add(g, &gi[2], &d.d_emb_text_pre, &gr.get(&n("token_type_embeddings.weight"))?, bt, c.type_vocab_size, h)?);
@@ -147,13 +159,35 @@ pub fn embeddings_backward(x: &Ctx, d: &EncoderGrads, gr: &ParamSet, v: &mut Vec
         v.push(take(g, &x.img_seg(), dx0, &d.d_emb_img, &i.dropout_seed, x.ph, S_EMB_IMG, false)?);
         let dy = match &a.emb_img_ln {
             Some((_, st)) => {
-                v.extend(layernorm::layernorm_backward(g, &a.emb_img, &x.w("bert.LayerNorm.weight")?, st, &d.d_emb_img, &d.d_emb_img_pre, &gr.get("bert.LayerNorm.weight")?, &gr.get("bert.LayerNorm.bias")?, br, h, false)?);
+                v.extend(layernorm::layernorm_backward(
+                    g,
+                    &a.emb_img,
+                    &x.w("bert.LayerNorm.weight")?,
+                    st,
+                    &d.d_emb_img,
+                    &d.d_emb_img_pre,
+                    &gr.get("bert.LayerNorm.weight")?,
+                    &gr.get("bert.LayerNorm.bias")?,
+                    br,
+                    h,
+                    false,
+                )?);
                 &d.d_emb_img_pre
             }
             None => &d.d_emb_img,
         };
         let lin = x.lin(br, c.img_feature_dim, h);
-        v.extend(lin.backward_split(g, &i.img_feats, &x.w("bert.img_embedding.weight")?, dy, None, &gr.get("bert.img_embedding.weight")?, Some(&gr.get("bert.img_embedding.bias")?), false, x.split)?);
+        v.extend(lin.backward_split(
+            g,
+            &i.img_feats,
+            &x.w("bert.img_embedding.weight")?,
+            dy,
+            None,
+            &gr.get("bert.img_embedding.weight")?,
+            Some(&gr.get("bert.img_embedding.bias")?),
+            false,
+            x.split,
+        )?);
     }
     Ok(())
 }
@@ -181,11 +215,32 @@ pub fn layer_forward(x: &Ctx, l: usize, input: &Tensor, la: &LayerActs, out: &Te
             (k, vv) = (Seq::new(&kv.k[l], 0, h), Seq::new(&kv.v[l], 0, h));
         }
     }
-    v.extend(x.attention(l).forward(g, q, k, vv, Seq::new(&la.ctx, 0, h), Some(&i.attention_mask), &a.scores, &la.probs, &la.probs_dropped, &i.dropout_seed)?);
+    v.extend(x.attention(l).forward(
+        g,
+        q,
+        k,
+        vv,
+        Seq::new(&la.ctx, 0, h),
+        Some(&i.attention_mask),
+        &a.scores,
+        &la.probs,
+        &la.probs_dropped,
+        &i.dropout_seed,
+    )?);
     v.push(lin.forward(g, &la.ctx, &w("attention.output.dense.weight")?, Some(&w("attention.output.dense.bias")?), &a.scratch_hidden, Act::None, None)?);
     v.push(dropout::dropout_add(g, &a.scratch_hidden, input, &la.ln1_in, &i.dropout_seed, x.ph, stream(l, S_ATTN_OUT))?);
     let eps = c.layer_norm_eps;
-    v.push(layernorm::layernorm(g, &la.ln1_in, &w("attention.output.LayerNorm.weight")?, &w("attention.output.LayerNorm.bias")?, &la.ln1_out, &la.ln1_stats, rows, h, eps)?);
+    v.push(layernorm::layernorm(
+        g,
+        &la.ln1_in,
+        &w("attention.output.LayerNorm.weight")?,
+        &w("attention.output.LayerNorm.bias")?,
+        &la.ln1_out,
+        &la.ln1_stats,
+        rows,
+        h,
+        eps,
+    )?);
     let up = x.lin(rows, h, f);
     v.push(up.forward(g, &la.ln1_out, &w("intermediate.dense.weight")?, Some(&w("intermediate.dense.bias")?), &la.ffn_act, Act::Gelu, Some(&la.ffn_pre))?);
     let down = x.lin(rows, f, h);
@@ -196,25 +251,89 @@ pub fn layer_forward(x: &Ctx, l: usize, input: &Tensor, la: &LayerActs, out: &Te
 }
 
 /// Given dout (gradient of the layer's output), writes din (gradient of its input).
-fn layer_backward(x: &Ctx, l: usize, input: &Tensor, la: &LayerActs, d: &EncoderGrads, gr: &ParamSet, dout: &Tensor, din: &Tensor, v: &mut Vec<Dispatch>) -> Result<()> {
+fn layer_backward(
+    x: &Ctx,
+    l: usize,
+    input: &Tensor,
+    la: &LayerActs,
+    d: &EncoderGrads,
+    gr: &ParamSet,
+    dout: &Tensor,
+    din: &Tensor,
+    v: &mut Vec<Dispatch>,
+) -> Result<()> {
     let (g, c, a, i) = (x.gpu, x.c, x.a, x.inp);
     let (rows, h, f) = (x.rows(), x.h(), c.intermediate_size);
     let p = layer_prefix(l);
     let w = |n: &str| x.w(&format!("{p}{n}"));
     let dw = |n: &str| gr.get(&format!("{p}{n}"));
     // output LayerNorm, FFN dropout, FFN down, GELU, FFN up (+ residual), attention LayerNorm
-    v.extend(layernorm::layernorm_backward(g, &la.ln2_in, &w("output.LayerNorm.weight")?, &la.ln2_stats, dout, &d.d_ln_in, &dw("output.LayerNorm.weight")?, &dw("output.LayerNorm.bias")?, rows, h, false)?);
+    v.extend(layernorm::layernorm_backward(
+        g,
+        &la.ln2_in,
+        &w("output.LayerNorm.weight")?,
+        &la.ln2_stats,
+        dout,
+        &d.d_ln_in,
+        &dw("output.LayerNorm.weight")?,
+        &dw("output.LayerNorm.bias")?,
+        rows,
+        h,
+        false,
+    )?);
     v.push(dropout::dropout_backward(g, &d.d_ln_in, &d.d_tmp, &i.dropout_seed, x.ph, stream(l, S_FFN_OUT), false)?);
     let down = x.lin(rows, f, h);
-    v.extend(down.backward_split(g, &la.ffn_act, &w("output.dense.weight")?, &d.d_tmp, Some(&d.d_ffn), &dw("output.dense.weight")?, Some(&dw("output.dense.bias")?), false, x.split)?);
+    v.extend(down.backward_split(
+        g,
+        &la.ffn_act,
+        &w("output.dense.weight")?,
+        &d.d_tmp,
+        Some(&d.d_ffn),
+        &dw("output.dense.weight")?,
+        Some(&dw("output.dense.bias")?),
+        false,
+        x.split,
+    )?);
     v.push(elementwise::gelu_backward(g, &la.ffn_pre, &d.d_ffn, &la.ffn_act, false)?); // u now holds dU_pre
     let up = x.lin(rows, h, f);
-    v.extend(up.backward_split(g, &la.ln1_out, &w("intermediate.dense.weight")?, &la.ffn_act, Some(&d.d_ln_in), &dw("intermediate.dense.weight")?, Some(&dw("intermediate.dense.bias")?), true, x.split)?);
-    v.extend(layernorm::layernorm_backward(g, &la.ln1_in, &w("attention.output.LayerNorm.weight")?, &la.ln1_stats, &d.d_ln_in, din, &dw("attention.output.LayerNorm.weight")?, &dw("attention.output.LayerNorm.bias")?, rows, h, false)?);
+    v.extend(up.backward_split(
+        g,
+        &la.ln1_out,
+        &w("intermediate.dense.weight")?,
+        &la.ffn_act,
+        Some(&d.d_ln_in),
+        &dw("intermediate.dense.weight")?,
+        Some(&dw("intermediate.dense.bias")?),
+        true,
+        x.split,
+    )?);
+    v.extend(layernorm::layernorm_backward(
+        g,
+        &la.ln1_in,
+        &w("attention.output.LayerNorm.weight")?,
+        &la.ln1_stats,
+        &d.d_ln_in,
+        din,
+        &dw("attention.output.LayerNorm.weight")?,
+        &dw("attention.output.LayerNorm.bias")?,
+        rows,
+        h,
+        false,
+    )?);
     // attention output projection and its dropout; din already holds the residual gradient
     v.push(dropout::dropout_backward(g, din, &d.d_tmp, &i.dropout_seed, x.ph, stream(l, S_ATTN_OUT), false)?);
     let lin = x.lin(rows, h, h);
-    v.extend(lin.backward_split(g, &la.ctx, &w("attention.output.dense.weight")?, &d.d_tmp, Some(&d.d_ctx), &dw("attention.output.dense.weight")?, Some(&dw("attention.output.dense.bias")?), false, x.split)?);
+    v.extend(lin.backward_split(
+        g,
+        &la.ctx,
+        &w("attention.output.dense.weight")?,
+        &d.d_tmp,
+        Some(&d.d_ctx),
+        &dw("attention.output.dense.weight")?,
+        Some(&dw("attention.output.dense.bias")?),
+        false,
+        x.split,
+    )?);
     let (q, k, vv) = (Seq::new(&la.qkv, 0, 3 * h), Seq::new(&la.qkv, h, 3 * h), Seq::new(&la.qkv, 2 * h, 3 * h));
     let (dq, dk, dv) = (Seq::new(&d.d_qkv, 0, 3 * h), Seq::new(&d.d_qkv, h, 3 * h), Seq::new(&d.d_qkv, 2 * h, 3 * h));
     v.extend(x.attention(l).backward(g, q, k, vv, Seq::new(&d.d_ctx, 0, h), dq, dk, dv, &la.probs, &la.probs_dropped, &a.scores, &i.dropout_seed)?);
@@ -229,7 +348,6 @@ fn layer_backward(x: &Ctx, l: usize, input: &Tensor, la: &LayerActs, d: &Encoder
     }
     Ok(())
 }
-
 
 // ---------------------------------------------------------------- pooler
 pub fn pooler_forward(x: &Ctx, hid: &Tensor, v: &mut Vec<Dispatch>) -> Result<()> {

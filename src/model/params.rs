@@ -159,12 +159,8 @@ pub struct ParamSet {
 
 impl ParamSet {
     pub fn zeros(gpu: &Gpu, layout: Arc<ParamLayout>, label: &str) -> Result<ParamSet> {
-        let arenas = layout
-            .arena_len
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| gpu.zeros(&format!("{label}.arena{i}"), &[n], DType::F32))
-            .collect::<Result<Vec<_>>>()?;
+        let arenas =
+            layout.arena_len.iter().enumerate().map(|(i, &n)| gpu.zeros(&format!("{label}.arena{i}"), &[n], DType::F32)).collect::<Result<Vec<_>>>()?;
         Ok(ParamSet { layout, arenas })
     }
 
@@ -236,7 +232,9 @@ mod tests {
         assert!((110_000_000..115_000_000).contains(&n), "{n}");
         // about two AdamW runs per block (embeddings, 12 layers, heads), not one per tensor
         assert!(l.runs().len() <= 2 * 14 + l.arena_len.len(), "{} runs", l.runs().len());
-        for (s, decay) in [("bert.encoder.layer.3.attention.self.query.bias", false), ("bert.embeddings.LayerNorm.weight", false), ("cls.seq_relationship.weight", true)] {
+        for (s, decay) in
+            [("bert.encoder.layer.3.attention.self.query.bias", false), ("bert.embeddings.LayerNorm.weight", false), ("cls.seq_relationship.weight", true)]
+        {
             assert_eq!(l.specs[l.index[s]].decay, decay, "{s}");
         }
         // a single tensor larger than the limit is a clear error naming it

@@ -56,10 +56,26 @@ fn split_scratch(c: &Config, s: &Shape, head: &Head) -> usize {
 impl Step {
     /// Builds the plan. `loss_scale` multiplies the loss gradients (1/accumulation steps, times the
     /// loss scale of the f16 path); `prec` is what every matmul computes its products in.
-    pub fn new(gpu: &Gpu, c: &Config, params: &ParamSet, grads: Option<&ParamSet>, head: &Head, s: Shape, mode: Mode, loss_scale: f32, prec: Precision) -> Result<Step> {
+    pub fn new(
+        gpu: &Gpu,
+        c: &Config,
+        params: &ParamSet,
+        grads: Option<&ParamSet>,
+        head: &Head,
+        s: Shape,
+        mode: Mode,
+        loss_scale: f32,
+        prec: Precision,
+    ) -> Result<Step> {
         crate::ensure_shape!("plan", s.batch > 0 && s.text > 0, "batch and text must be positive: {s:?}");
         crate::ensure_shape!("plan", *head != Head::Pretrain || s.masked > 0, "the pre-training head needs a masked capacity: {s:?}");
-        crate::ensure_shape!("plan", s.batch % head.seqs_per_example() == 0, "batch {} is not a whole number of {}-sequence examples", s.batch, head.seqs_per_example());
+        crate::ensure_shape!(
+            "plan",
+            s.batch % head.seqs_per_example() == 0,
+            "batch {} is not a whole number of {}-sequence examples",
+            s.batch,
+            head.seqs_per_example()
+        );
         crate::ensure_shape!("plan", s.text <= c.max_position_embeddings, "text length {} > max_position_embeddings {}", s.text, c.max_position_embeddings);
         let train = matches!(mode, Mode::Train { .. });
         crate::ensure_shape!("plan", train == grads.is_some(), "a Train plan needs gradients and an Eval plan takes none");
@@ -87,7 +103,22 @@ impl Step {
             loss_grads = head_acts.backward(&hx, gr, &d.d_hidden[nl % 2], &d.d_pooled, loss_scale, &mut backward)?;
             encoder::backward(&x, d, gr, &mut backward)?;
         }
-        Ok(Step { shape: s, mode, head: head.clone(), inputs, acts, head_acts, grads: eg, forward, backward, act_bytes, grad_act_bytes, input_bytes, num_layers: nl, loss_grads })
+        Ok(Step {
+            shape: s,
+            mode,
+            head: head.clone(),
+            inputs,
+            acts,
+            head_acts,
+            grads: eg,
+            forward,
+            backward,
+            act_bytes,
+            grad_act_bytes,
+            input_bytes,
+            num_layers: nl,
+            loss_grads,
+        })
     }
 
     /// Last hidden states [B*S, H].

@@ -51,10 +51,22 @@ impl<'a> Seq<'a> {
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    rows: u32, tq: u32, tk: u32, heads: u32,
-    mask_mode: u32, s_off: u32, p_off: u32, pd_off: u32,
-    mask_off: u32, threshold: u32, stream: u32, g_off: u32,
-    keep_scale: f32, _p0: u32, _p1: u32, _p2: u32,
+    rows: u32,
+    tq: u32,
+    tk: u32,
+    heads: u32,
+    mask_mode: u32,
+    s_off: u32,
+    p_off: u32,
+    pd_off: u32,
+    mask_off: u32,
+    threshold: u32,
+    stream: u32,
+    g_off: u32,
+    keep_scale: f32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 super::uniform_layout!(Params { rows, tq, tk, heads, mask_mode, s_off, p_off, pd_off, mask_off, threshold, stream, g_off, keep_scale, _p0, _p1, _p2 });
 
@@ -84,7 +96,11 @@ impl Attention {
             tq: self.tq as u32,
             tk: self.tk as u32,
             heads: self.heads as u32,
-            mask_mode: match self.mask { MaskKind::None => 0, MaskKind::Padding => 1, MaskKind::Full => 2 },
+            mask_mode: match self.mask {
+                MaskKind::None => 0,
+                MaskKind::Padding => 1,
+                MaskKind::Full => 2,
+            },
             mask_off: mask.map_or(0, |m| m.off()),
             threshold,
             stream: self.stream,
@@ -113,11 +129,24 @@ impl Attention {
     /// [S = scale Q K^T -> scores, (probs, pd) = dropout(softmax(S + mask)), ctx = pd V].
     /// `probs` and `pd` are kept for the backward; `scores` is scratch.
     pub fn forward(
-        &self, gpu: &Gpu, q: Seq, k: Seq, v: Seq, ctx: Seq, mask: Option<&Tensor>,
-        scores: &Tensor, probs: &Tensor, pd: &Tensor, seed: &Tensor,
+        &self,
+        gpu: &Gpu,
+        q: Seq,
+        k: Seq,
+        v: Seq,
+        ctx: Seq,
+        mask: Option<&Tensor>,
+        scores: &Tensor,
+        probs: &Tensor,
+        pd: &Tensor,
+        seed: &Tensor,
     ) -> Result<Vec<Dispatch>> {
-        self.check("attention", &[("q", &q, self.tq), ("k", &k, self.tk), ("v", &v, self.tk), ("ctx", &ctx, self.tq)], mask,
-            &[("scores", scores), ("probs", probs), ("pd", pd)])?;
+        self.check(
+            "attention",
+            &[("q", &q, self.tq), ("k", &k, self.tk), ("v", &v, self.tk), ("ctx", &ctx, self.tq)],
+            mask,
+            &[("scores", scores), ("probs", probs), ("pd", pd)],
+        )?;
         let (tq, tk, dh) = (self.tq, self.tk, self.head_dim);
         let qk = self.desc(tq, tk, dh, self.head(&q, tq), self.head(&k, tk).t(), self.scores(), self.scale());
         let pv = self.desc(tq, dh, tk, self.scores(), self.head(&v, tk), self.head(&ctx, tq), 1.0);
@@ -129,8 +158,7 @@ impl Attention {
         let n = self.score_len() as f64;
         Ok(vec![
             matmul(gpu, &qk, q.t, k.t, scores, None, None)?,
-            Dispatch::new(gpu, &spec, &p, &[scores, mask.unwrap_or(gpu.dummy_read()), probs, pd, seed], grid_rows(p.rows as usize))?
-                .cost(6.0 * n, 12.0 * n),
+            Dispatch::new(gpu, &spec, &p, &[scores, mask.unwrap_or(gpu.dummy_read()), probs, pd, seed], grid_rows(p.rows as usize))?.cost(6.0 * n, 12.0 * n),
             matmul(gpu, &pv, pd, v.t, ctx.t, None, None)?,
         ])
     }
@@ -138,8 +166,19 @@ impl Attention {
     /// [dPd = dctx V^T -> dscores, dV = pd^T dctx, dS = softmax/dropout backward (in dscores),
     ///  dQ = scale dS K, dK = scale dS^T Q]. dq/dk/dv are overwritten (they may share one fused buffer).
     pub fn backward(
-        &self, gpu: &Gpu, q: Seq, k: Seq, v: Seq, dctx: Seq, dq: Seq, dk: Seq, dv: Seq,
-        probs: &Tensor, pd: &Tensor, dscores: &Tensor, seed: &Tensor,
+        &self,
+        gpu: &Gpu,
+        q: Seq,
+        k: Seq,
+        v: Seq,
+        dctx: Seq,
+        dq: Seq,
+        dk: Seq,
+        dv: Seq,
+        probs: &Tensor,
+        pd: &Tensor,
+        dscores: &Tensor,
+        seed: &Tensor,
     ) -> Result<Vec<Dispatch>> {
         let (tq, tk, dh) = (self.tq, self.tk, self.head_dim);
         // the backward never reads the mask: it is baked into the saved probabilities
@@ -163,8 +202,7 @@ impl Attention {
         Ok(vec![
             matmul(gpu, &dpd, dctx.t, v.t, dscores, None, None)?,
             matmul(gpu, &dvd, pd, dctx.t, dv.t, None, None)?,
-            Dispatch::new(gpu, &spec, &p, &[gpu.dummy_read(), gpu.dummy_read(), probs, dscores, seed], grid_rows(p.rows as usize))?
-                .cost(6.0 * n, 12.0 * n),
+            Dispatch::new(gpu, &spec, &p, &[gpu.dummy_read(), gpu.dummy_read(), probs, dscores, seed], grid_rows(p.rows as usize))?.cost(6.0 * n, 12.0 * n),
             matmul(gpu, &dqd, dscores, k.t, dq.t, None, None)?,
             matmul(gpu, &dkd, dscores, q.t, dk.t, None, None)?,
         ])
@@ -231,9 +269,7 @@ pub mod cpu {
                     let keep: Vec<f64> = (0..a.tk).map(|j| if rng::keep(seed, a.stream, (row * a.tk + j) as u32, thr) { ks as f64 } else { 0.0 }).collect();
                     let dctx_row = |c: usize| dctx[(b * a.tq + i) * h + hd * dh + c] as f64;
                     // dPd and dV
-                    let dpd: Vec<f64> = (0..a.tk)
-                        .map(|j| (0..dh).map(|c| dctx_row(c) * v[(b * a.tk + j) * h + hd * dh + c] as f64).sum())
-                        .collect();
+                    let dpd: Vec<f64> = (0..a.tk).map(|j| (0..dh).map(|c| dctx_row(c) * v[(b * a.tk + j) * h + hd * dh + c] as f64).sum()).collect();
                     for j in 0..a.tk {
                         let pdj = probs[row * a.tk + j] as f64 * keep[j];
                         for c in 0..dh {
@@ -270,7 +306,16 @@ mod tests {
             MaskKind::Padding => Some((0..a.batch * a.tk).map(|i| if i % a.tk == 0 || r.uniform() > 0.3 { 1.0 } else { 0.0 }).collect()),
             // seq2seq-style: causal within the first tq, all of the rest visible
             MaskKind::Full => Some(
-                (0..a.batch * a.tq * a.tk).map(|i| { let (qi, j) = ((i / a.tk) % a.tq, i % a.tk); if j <= qi || j >= a.tq { 1.0 } else { 0.0 } }).collect(),
+                (0..a.batch * a.tq * a.tk)
+                    .map(|i| {
+                        let (qi, j) = ((i / a.tk) % a.tq, i % a.tk);
+                        if j <= qi || j >= a.tq {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect(),
             ),
         }
     }
@@ -327,8 +372,21 @@ mod tests {
             let qs = Seq::new(&qt, 0, 3 * h);
             let mut list = a.forward(g, qs, Seq::new(&kt, 0, h), Seq::new(&vt, 0, h), Seq::new(&ctx, 0, h), mt.as_ref(), &sc, &pr, &pd, &sd).unwrap();
             list.extend(
-                a.backward(g, qs, Seq::new(&kt, 0, h), Seq::new(&vt, 0, h), Seq::new(&dct, 0, h), Seq::new(&dq, 0, h), Seq::new(&dk, 0, h), Seq::new(&dv, 0, h), &pr, &pd, &sc, &sd)
-                    .unwrap(),
+                a.backward(
+                    g,
+                    qs,
+                    Seq::new(&kt, 0, h),
+                    Seq::new(&vt, 0, h),
+                    Seq::new(&dct, 0, h),
+                    Seq::new(&dq, 0, h),
+                    Seq::new(&dk, 0, h),
+                    Seq::new(&dv, 0, h),
+                    &pr,
+                    &pd,
+                    &sc,
+                    &sd,
+                )
+                .unwrap(),
             );
             g.run(&list).unwrap();
             let what = |s: &str| format!("case {ci} {s}");

@@ -7,8 +7,14 @@ use crate::Result;
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    n: u32, x_off: u32, y_off: u32, o_off: u32,
-    scale: f32, _p0: u32, _p1: u32, _p2: u32,
+    n: u32,
+    x_off: u32,
+    y_off: u32,
+    o_off: u32,
+    scale: f32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 super::uniform_layout!(Params { n, x_off, y_off, o_off, scale, _p0, _p1, _p2 });
 
@@ -42,7 +48,14 @@ pub fn set_scale(gpu: &Gpu, backward: &Dispatch, scale: f32) {
 
 pub mod cpu {
     pub fn forward(x: &[f32], y: &[f32], scale: f32) -> f64 {
-        x.iter().zip(y).map(|(&v, &t)| { let v = v as f64; v.max(0.0) - v * t as f64 + (-v.abs()).exp().ln_1p() }).sum::<f64>() * scale as f64
+        x.iter()
+            .zip(y)
+            .map(|(&v, &t)| {
+                let v = v as f64;
+                v.max(0.0) - v * t as f64 + (-v.abs()).exp().ln_1p()
+            })
+            .sum::<f64>()
+            * scale as f64
     }
     pub fn backward(x: &[f32], y: &[f32], scale: f32) -> Vec<f32> {
         x.iter().zip(y).map(|(&v, &t)| ((1.0 / (1.0 + (-(v as f64)).exp()) - t as f64) * scale as f64) as f32).collect()

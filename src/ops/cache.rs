@@ -10,8 +10,14 @@ use crate::Result;
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    rows: u32, cols: u32, src_off: u32, src_rs: u32,
-    dst_off: u32, dst_rs: u32, idx_off: u32, dst_rows: u32,
+    rows: u32,
+    cols: u32,
+    src_off: u32,
+    src_rs: u32,
+    dst_off: u32,
+    dst_rs: u32,
+    idx_off: u32,
+    dst_rows: u32,
 }
 super::uniform_layout!(Params { rows, cols, src_off, src_rs, dst_off, dst_rs, idx_off, dst_rows });
 
@@ -32,10 +38,17 @@ pub fn scatter_rows(gpu: &Gpu, src: Rows, idx: &Tensor, dst: Rows, rows: usize, 
     check_len("scatter_rows", "idx", idx, rows)?;
     check_len("scatter_rows", "dst", dst.t, dst.off + (dst_rows - 1) * dst.rs + cols)?;
     let p = Params {
-        rows: rows as u32, cols: cols as u32, src_off: src.t.off() + src.off as u32, src_rs: src.rs as u32,
-        dst_off: dst.t.off() + dst.off as u32, dst_rs: dst.rs as u32, idx_off: idx.off(), dst_rows: dst_rows as u32,
+        rows: rows as u32,
+        cols: cols as u32,
+        src_off: src.t.off() + src.off as u32,
+        src_rs: src.rs as u32,
+        dst_off: dst.t.off() + dst.off as u32,
+        dst_rs: dst.rs as u32,
+        idx_off: idx.off(),
+        dst_rows: dst_rows as u32,
     };
-    Ok(Dispatch::new(gpu, &KernelSpec::new("cache", "scatter_rows", BINDS), &p, &[src.t, idx, dst.t], grid_elems(rows * cols))?.cost(0.0, 8.0 * (rows * cols) as f64))
+    Ok(Dispatch::new(gpu, &KernelSpec::new("cache", "scatter_rows", BINDS), &p, &[src.t, idx, dst.t], grid_elems(rows * cols))?
+        .cost(0.0, 8.0 * (rows * cols) as f64))
 }
 
 pub mod cpu {

@@ -9,9 +9,18 @@ use crate::Result;
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    rows: u32, vocab: u32, x_off: u32, l_off: u32,
-    st_off: u32, out_off: u32, dx_off: u32, ignore: i32,
-    dscale: f32, _p0: u32, _p1: u32, _p2: u32,
+    rows: u32,
+    vocab: u32,
+    x_off: u32,
+    l_off: u32,
+    st_off: u32,
+    out_off: u32,
+    dx_off: u32,
+    ignore: i32,
+    dscale: f32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 super::uniform_layout!(Params { rows, vocab, x_off, l_off, st_off, out_off, dx_off, ignore, dscale, _p0, _p1, _p2 });
 
@@ -34,8 +43,14 @@ impl CrossEntropy {
         check_len(OP, "stats", stats, 3 * self.rows)?;
         check_len(OP, "out", out, 3)?;
         Ok(Params {
-            rows: self.rows as u32, vocab: self.vocab as u32, x_off: logits.off(), l_off: labels.off(),
-            st_off: stats.off(), out_off: out.off(), ignore: self.ignore_index, ..Default::default()
+            rows: self.rows as u32,
+            vocab: self.vocab as u32,
+            x_off: logits.off(),
+            l_off: labels.off(),
+            st_off: stats.off(),
+            out_off: out.off(),
+            ignore: self.ignore_index,
+            ..Default::default()
         })
     }
 

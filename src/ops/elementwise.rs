@@ -7,16 +7,34 @@ use crate::Result;
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct Params {
-    pub n: u32, pub x_off: u32, pub y_off: u32, pub z_off: u32,
-    pub alpha: f32, pub beta: f32, pub acc: f32, pub keep_scale: f32,
-    pub threshold: u32, pub stream: u32, pub _p0: u32, pub _p1: u32,
+    pub n: u32,
+    pub x_off: u32,
+    pub y_off: u32,
+    pub z_off: u32,
+    pub alpha: f32,
+    pub beta: f32,
+    pub acc: f32,
+    pub keep_scale: f32,
+    pub threshold: u32,
+    pub stream: u32,
+    pub _p0: u32,
+    pub _p1: u32,
 }
 super::uniform_layout!(Params { n, x_off, y_off, z_off, alpha, beta, acc, keep_scale, threshold, stream, _p0, _p1 });
 
 const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::Read];
 
 /// One elementwise dispatch over n elements: x, y read (None = unused), z written, seed for dropout.
-pub(crate) fn launch(gpu: &Gpu, entry: &'static str, n: usize, x: &Tensor, y: Option<&Tensor>, z: &Tensor, seed: Option<&Tensor>, mut p: Params) -> Result<Dispatch> {
+pub(crate) fn launch(
+    gpu: &Gpu,
+    entry: &'static str,
+    n: usize,
+    x: &Tensor,
+    y: Option<&Tensor>,
+    z: &Tensor,
+    seed: Option<&Tensor>,
+    mut p: Params,
+) -> Result<Dispatch> {
     if entry != "fill" && entry != "fill_normal" {
         check_len(entry, "x", x, n)?;
     }
@@ -31,8 +49,7 @@ pub(crate) fn launch(gpu: &Gpu, entry: &'static str, n: usize, x: &Tensor, y: Op
     let dummy = gpu.dummy_read();
     let spec = KernelSpec::new("elementwise", entry, BINDS);
     let reads = 1 + y.is_some() as usize + (p.acc != 0.0) as usize;
-    Ok(Dispatch::new(gpu, &spec, &p, &[x, y.unwrap_or(dummy), z, seed.unwrap_or(dummy)], grid_elems(n))?
-        .cost(n as f64, 4.0 * (reads + 1) as f64 * n as f64))
+    Ok(Dispatch::new(gpu, &spec, &p, &[x, y.unwrap_or(dummy), z, seed.unwrap_or(dummy)], grid_elems(n))?.cost(n as f64, 4.0 * (reads + 1) as f64 * n as f64))
 }
 
 fn acc(accumulate: bool) -> f32 {

@@ -9,8 +9,14 @@ use crate::Result;
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    rows: u32, cols: u32, vocab: u32, ids_off: u32,
-    tab_off: u32, out_off: u32, acc: f32, _p0: u32,
+    rows: u32,
+    cols: u32,
+    vocab: u32,
+    ids_off: u32,
+    tab_off: u32,
+    out_off: u32,
+    acc: f32,
+    _p0: u32,
 }
 super::uniform_layout!(Params { rows, cols, vocab, ids_off, tab_off, out_off, acc, _p0 });
 
@@ -21,7 +27,16 @@ pub fn gather(gpu: &Gpu, ids: &Tensor, table: &Tensor, out: &Tensor, rows: usize
     check_len("embedding", "ids", ids, rows)?;
     check_len("embedding", "table", table, vocab * cols)?;
     check_len("embedding", "out", out, rows * cols)?;
-    let p = Params { rows: rows as u32, cols: cols as u32, vocab: vocab as u32, ids_off: ids.off(), tab_off: table.off(), out_off: out.off(), acc: accumulate as u32 as f32, _p0: 0 };
+    let p = Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        vocab: vocab as u32,
+        ids_off: ids.off(),
+        tab_off: table.off(),
+        out_off: out.off(),
+        acc: accumulate as u32 as f32,
+        _p0: 0,
+    };
     Ok(Dispatch::new(gpu, &KernelSpec::new("embedding", "gather", BINDS), &p, &[ids, table, out], super::grid_elems(rows * cols))?
         .cost(0.0, 8.0 * (rows * cols) as f64))
 }
@@ -67,7 +82,16 @@ pub fn scatter_add(gpu: &Gpu, index: &Tensor, dout: &Tensor, dtable: &Tensor, ro
     check_len("embedding_backward", "index", index, EmbeddingGradIndex::len(rows))?;
     check_len("embedding_backward", "dout", dout, rows * cols)?;
     check_len("embedding_backward", "dtable", dtable, vocab * cols)?;
-    let p = Params { rows: rows as u32, cols: cols as u32, vocab: vocab as u32, ids_off: index.off(), tab_off: dtable.off(), out_off: dout.off(), acc: 1.0, _p0: 0 };
+    let p = Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        vocab: vocab as u32,
+        ids_off: index.off(),
+        tab_off: dtable.off(),
+        out_off: dout.off(),
+        acc: 1.0,
+        _p0: 0,
+    };
     let mut g = grid(rows as u32);
     g[2] = (cols as u32).div_ceil(64);
     Ok(Dispatch::new(gpu, &KernelSpec::new("embedding", "scatter_add", BINDS), &p, &[index, dout, dtable], g)?

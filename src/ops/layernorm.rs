@@ -7,16 +7,22 @@ use crate::Result;
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    rows: u32, cols: u32, x_off: u32, y_off: u32,
-    g_off: u32, b_off: u32, st_off: u32, dy_off: u32,
-    eps: f32, acc: f32, _p0: u32, _p1: u32,
+    rows: u32,
+    cols: u32,
+    x_off: u32,
+    y_off: u32,
+    g_off: u32,
+    b_off: u32,
+    st_off: u32,
+    dy_off: u32,
+    eps: f32,
+    acc: f32,
+    _p0: u32,
+    _p1: u32,
 }
 super::uniform_layout!(Params { rows, cols, x_off, y_off, g_off, b_off, st_off, dy_off, eps, acc, _p0, _p1 });
 
-const BINDS: &[Access] = &[
-    Access::Uniform, Access::Read, Access::Read, Access::Read, Access::Read,
-    Access::ReadWrite, Access::ReadWrite, Access::ReadWrite,
-];
+const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite, Access::ReadWrite];
 
 fn spec(entry: &'static str) -> KernelSpec {
     KernelSpec::new("layernorm", entry, BINDS)
@@ -34,7 +40,17 @@ pub fn layernorm(gpu: &Gpu, x: &Tensor, gamma: &Tensor, beta: &Tensor, y: &Tenso
     check_len(OP, "y", y, rows * cols)?;
     check_len(OP, "gamma", gamma, cols)?;
     check_len(OP, "beta", beta, cols)?;
-    let p = Params { rows: rows as u32, cols: cols as u32, x_off: x.off(), y_off: y.off(), g_off: gamma.off(), b_off: beta.off(), st_off: stats.off(), eps, ..Default::default() };
+    let p = Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        x_off: x.off(),
+        y_off: y.off(),
+        g_off: gamma.off(),
+        b_off: beta.off(),
+        st_off: stats.off(),
+        eps,
+        ..Default::default()
+    };
     let d = gpu.dummy_read();
     let dw = gpu.dummy_write();
     Ok(Dispatch::new(gpu, &spec("ln_fwd"), &p, &[x, gamma, beta, d, y, stats, dw], grid_rows(rows))?
@@ -44,8 +60,17 @@ pub fn layernorm(gpu: &Gpu, x: &Tensor, gamma: &Tensor, beta: &Tensor, y: &Tenso
 /// [dx (+)= ..., dgamma += ..., dbeta += ...]: the input gradient (accumulated into dx when a
 /// residual branch already wrote there) and the parameter gradients (always accumulated).
 pub fn layernorm_backward(
-    gpu: &Gpu, x: &Tensor, gamma: &Tensor, stats: &Tensor, dy: &Tensor, dx: &Tensor, dgamma: &Tensor, dbeta: &Tensor,
-    rows: usize, cols: usize, accumulate_dx: bool,
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    stats: &Tensor,
+    dy: &Tensor,
+    dx: &Tensor,
+    dgamma: &Tensor,
+    dbeta: &Tensor,
+    rows: usize,
+    cols: usize,
+    accumulate_dx: bool,
 ) -> Result<Vec<Dispatch>> {
     const OP: &str = "layernorm_backward";
     checks(OP, rows, cols, x, stats)?;
@@ -61,8 +86,7 @@ pub fn layernorm_backward(
     let n = (rows * cols) as f64;
     Ok(vec![
         Dispatch::new(gpu, &spec("ln_bwd_dx"), &p1, &[x, gamma, d, dy, dx, stats, dw], grid_rows(rows))?.cost(10.0 * n, 16.0 * n),
-        Dispatch::new(gpu, &spec("ln_bwd_params"), &p2, &[x, d, d, dy, dgamma, stats, dbeta], [(cols as u32).div_ceil(64), 1, 1])?
-            .cost(5.0 * n, 8.0 * n),
+        Dispatch::new(gpu, &spec("ln_bwd_params"), &p2, &[x, d, d, dy, dgamma, stats, dbeta], [(cols as u32).div_ceil(64), 1, 1])?.cost(5.0 * n, 8.0 * n),
     ])
 }
 

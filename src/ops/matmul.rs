@@ -123,14 +123,57 @@ fn padded(m: usize, n: usize, tile: usize) -> usize {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    m: u32, n: u32, k: u32, batch2: u32,
-    a_off: u32, a_rs: u32, a_cs: u32, a_bs1: u32,
-    a_bs2: u32, b_off: u32, b_rs: u32, b_cs: u32,
-    b_bs1: u32, b_bs2: u32, c_off: u32, c_rs: u32,
-    c_bs1: u32, c_bs2: u32, bias_off: u32, pre_off: u32,
-    alpha: f32, beta: f32, k_chunk: u32, splits: u32,
+    m: u32,
+    n: u32,
+    k: u32,
+    batch2: u32,
+    a_off: u32,
+    a_rs: u32,
+    a_cs: u32,
+    a_bs1: u32,
+    a_bs2: u32,
+    b_off: u32,
+    b_rs: u32,
+    b_cs: u32,
+    b_bs1: u32,
+    b_bs2: u32,
+    c_off: u32,
+    c_rs: u32,
+    c_bs1: u32,
+    c_bs2: u32,
+    bias_off: u32,
+    pre_off: u32,
+    alpha: f32,
+    beta: f32,
+    k_chunk: u32,
+    splits: u32,
 }
-super::uniform_layout!(Params { m, n, k, batch2, a_off, a_rs, a_cs, a_bs1, a_bs2, b_off, b_rs, b_cs, b_bs1, b_bs2, c_off, c_rs, c_bs1, c_bs2, bias_off, pre_off, alpha, beta, k_chunk, splits });
+super::uniform_layout!(Params {
+    m,
+    n,
+    k,
+    batch2,
+    a_off,
+    a_rs,
+    a_cs,
+    a_bs1,
+    a_bs2,
+    b_off,
+    b_rs,
+    b_cs,
+    b_bs1,
+    b_bs2,
+    c_off,
+    c_rs,
+    c_bs1,
+    c_bs2,
+    bias_off,
+    pre_off,
+    alpha,
+    beta,
+    k_chunk,
+    splits
+});
 
 /// uniform, a, b, c, bias, pre, then a and b again (as vec4 arrays for matmul128's A_VEC / B_VEC)
 const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite, Access::Read, Access::Read];
@@ -166,14 +209,28 @@ pub fn split_count(d: &MatmulDesc) -> usize {
 
 /// Elements of scratch `matmul_split` needs for `splits` slices.
 pub fn split_scratch_len(d: &MatmulDesc, splits: usize) -> usize {
-    if splits > 1 { splits * d.m * d.n } else { 0 }
+    if splits > 1 {
+        splits * d.m * d.n
+    } else {
+        0
+    }
 }
 
 /// `matmul` with K cut into `splits` slices computed in parallel into `scratch` [splits, m, n], then
 /// summed into C with the epilogue (`splitk_reduce`): for long K and few output tiles, where one
 /// workgroup per tile would leave most of the GPU (or all but one CPU core) idle. With
 /// `splits <= 1`, or on the cooperative-matrix path, it is the plain `matmul`.
-pub fn matmul_split(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor, bias: Option<&Tensor>, pre: Option<&Tensor>, scratch: &Tensor, splits: usize) -> Result<Vec<Dispatch>> {
+pub fn matmul_split(
+    gpu: &Gpu,
+    d: &MatmulDesc,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    bias: Option<&Tensor>,
+    pre: Option<&Tensor>,
+    scratch: &Tensor,
+    splits: usize,
+) -> Result<Vec<Dispatch>> {
     let coop = d.precision == Precision::F16 && super::matmul_coop::usable(gpu);
     if splits <= 1 || coop {
         return Ok(vec![build(gpu, d, a, b, c, bias, pre, coop)?]);
@@ -216,7 +273,16 @@ pub fn matmul_split(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tenso
 
 /// The parameters of `d` as one unsplit dispatch.
 /// `matmul`, split over K when `split_count` asks for it and `scratch` has room (it may be None).
-pub fn matmul_auto(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor, bias: Option<&Tensor>, pre: Option<&Tensor>, scratch: Option<&Tensor>) -> Result<Vec<Dispatch>> {
+pub fn matmul_auto(
+    gpu: &Gpu,
+    d: &MatmulDesc,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    bias: Option<&Tensor>,
+    pre: Option<&Tensor>,
+    scratch: Option<&Tensor>,
+) -> Result<Vec<Dispatch>> {
     match scratch {
         Some(s) => matmul_split(gpu, d, a, b, c, bias, pre, s, split_count(d).min(s.numel() / (d.m * d.n))),
         None => Ok(vec![matmul(gpu, d, a, b, c, bias, pre)?]),
@@ -226,19 +292,44 @@ pub fn matmul_auto(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor
 fn full_params(d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor, bias: Option<&Tensor>, pre: Option<&Tensor>) -> Params {
     let u = |x: usize| x as u32;
     Params {
-        m: u(d.m), n: u(d.n), k: u(d.k), batch2: u(d.batch[1]),
-        a_off: a.off() + u(d.a.off), a_rs: u(d.a.rs), a_cs: u(d.a.cs), a_bs1: u(d.a.bs[0]),
-        a_bs2: u(d.a.bs[1]), b_off: b.off() + u(d.b.off), b_rs: u(d.b.rs), b_cs: u(d.b.cs),
-        b_bs1: u(d.b.bs[0]), b_bs2: u(d.b.bs[1]), c_off: c.off() + u(d.c.off), c_rs: u(d.c.rs),
-        c_bs1: u(d.c.bs[0]), c_bs2: u(d.c.bs[1]),
+        m: u(d.m),
+        n: u(d.n),
+        k: u(d.k),
+        batch2: u(d.batch[1]),
+        a_off: a.off() + u(d.a.off),
+        a_rs: u(d.a.rs),
+        a_cs: u(d.a.cs),
+        a_bs1: u(d.a.bs[0]),
+        a_bs2: u(d.a.bs[1]),
+        b_off: b.off() + u(d.b.off),
+        b_rs: u(d.b.rs),
+        b_cs: u(d.b.cs),
+        b_bs1: u(d.b.bs[0]),
+        b_bs2: u(d.b.bs[1]),
+        c_off: c.off() + u(d.c.off),
+        c_rs: u(d.c.rs),
+        c_bs1: u(d.c.bs[0]),
+        c_bs2: u(d.c.bs[1]),
         bias_off: bias.map_or(0, |t| t.off() + u(d.bias_off.unwrap())),
         pre_off: pre.map_or(0, |t| t.off() + u(d.pre_off.unwrap())),
-        alpha: d.alpha, beta: d.beta, k_chunk: 0, splits: 0,
+        alpha: d.alpha,
+        beta: d.beta,
+        k_chunk: 0,
+        splits: 0,
     }
 }
 
 /// `matmul` with the kernel choice made: `coop` takes the cooperative-matrix kernel (F16 only).
-pub(crate) fn build(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor, bias: Option<&Tensor>, pre: Option<&Tensor>, coop: bool) -> Result<Dispatch> {
+pub(crate) fn build(
+    gpu: &Gpu,
+    d: &MatmulDesc,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    bias: Option<&Tensor>,
+    pre: Option<&Tensor>,
+    coop: bool,
+) -> Result<Dispatch> {
     check(d, a, b, c, bias, pre)?;
     let u = |x: usize| x as u32;
     let p = full_params(d, a, b, c, bias, pre);
@@ -261,9 +352,14 @@ pub(crate) fn build(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tenso
 
 /// The epilogue's override constants: bias, pre-activation store, activation.
 fn epilogue(spec: KernelSpec, d: &MatmulDesc, bias: Option<&Tensor>, pre: Option<&Tensor>) -> KernelSpec {
-    spec.constant("HAS_BIAS", bias.is_some() as u32 as f64)
-        .constant("STORE_PRE", pre.is_some() as u32 as f64)
-        .constant("ACT", match d.act { Act::None => 0.0, Act::Gelu => 1.0, Act::Tanh => 2.0 })
+    spec.constant("HAS_BIAS", bias.is_some() as u32 as f64).constant("STORE_PRE", pre.is_some() as u32 as f64).constant(
+        "ACT",
+        match d.act {
+            Act::None => 0.0,
+            Act::Gelu => 1.0,
+            Act::Tanh => 2.0,
+        },
+    )
 }
 
 /// Shapes, strides and lengths of every operand against `d`.
@@ -333,12 +429,33 @@ impl Linear {
         matmul(gpu, &d, x, w, y, b, pre)
     }
     /// [dx (+)= dy W, dW += dy^T x, db += colsum(dy)] (dx skipped when None: e.g. the first layer).
-    pub fn backward(&self, gpu: &Gpu, x: &Tensor, w: &Tensor, dy: &Tensor, dx: Option<&Tensor>, dw: &Tensor, db: Option<&Tensor>, accumulate_dx: bool) -> Result<Vec<Dispatch>> {
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        dx: Option<&Tensor>,
+        dw: &Tensor,
+        db: Option<&Tensor>,
+        accumulate_dx: bool,
+    ) -> Result<Vec<Dispatch>> {
         self.backward_split(gpu, x, w, dy, dx, dw, db, accumulate_dx, None)
     }
     /// `backward`, with the two products split over K where that pays and `scratch` allows
     /// (see `split_scratch_len`): dW's K is the row count, dx's is the output width.
-    pub fn backward_split(&self, gpu: &Gpu, x: &Tensor, w: &Tensor, dy: &Tensor, dx: Option<&Tensor>, dw: &Tensor, db: Option<&Tensor>, accumulate_dx: bool, scratch: Option<&Tensor>) -> Result<Vec<Dispatch>> {
+    pub fn backward_split(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        dx: Option<&Tensor>,
+        dw: &Tensor,
+        db: Option<&Tensor>,
+        accumulate_dx: bool,
+        scratch: Option<&Tensor>,
+    ) -> Result<Vec<Dispatch>> {
         let mut v = Vec::new();
         if let Some(dx) = dx {
             v.extend(matmul_auto(gpu, &self.dx_desc(accumulate_dx), dy, w, dx, None, None, scratch)?);
@@ -452,7 +569,9 @@ mod tests {
         // operands, and the full epilogue (bias, pre, GELU, beta) applied once, in the reduce
         let g = gpu();
         let mut r = Rng::new(91);
-        for (i, &(m, n, k, splits, tile)) in [(80, 64, 3001, 7, Tile::T128), (7, 33, 1030, 3, Tile::T64), (130, 65, 700, 5, Tile::T128), (1, 1, 64, 2, Tile::T64)].iter().enumerate() {
+        for (i, &(m, n, k, splits, tile)) in
+            [(80, 64, 3001, 7, Tile::T128), (7, 33, 1030, 3, Tile::T64), (130, 65, 700, 5, Tile::T128), (1, 1, 64, 2, Tile::T64)].iter().enumerate()
+        {
             let mut d = MatmulDesc { tile, act: Act::Gelu, beta: 1.0, bias_off: Some(2), pre_off: Some(0), ..MatmulDesc::new(m, n, k) };
             if i % 2 == 0 {
                 d.b = Layout::rm(n, k).t();
@@ -481,7 +600,11 @@ mod tests {
         let scratch = g.zeros("scratch", &[lin.split_scratch()], crate::gpu::DType::F32).unwrap();
         let mut out = Vec::new();
         for s in [None, Some(&scratch)] {
-            let (dx, dw, db) = (g.zeros("dx", &[2100 * 48], crate::gpu::DType::F32).unwrap(), g.zeros("dw", &[64 * 48], crate::gpu::DType::F32).unwrap(), g.zeros("db", &[64], crate::gpu::DType::F32).unwrap());
+            let (dx, dw, db) = (
+                g.zeros("dx", &[2100 * 48], crate::gpu::DType::F32).unwrap(),
+                g.zeros("dw", &[64 * 48], crate::gpu::DType::F32).unwrap(),
+                g.zeros("db", &[64], crate::gpu::DType::F32).unwrap(),
+            );
             let list = lin.backward_split(g, &xt, &wt, &dyt, Some(&dx), &dw, Some(&db), false, s).unwrap();
             assert_eq!(list.len(), if s.is_some() { 4 } else { 3 }, "dW split, dx not");
             g.run(&list).unwrap();
@@ -500,7 +623,9 @@ mod tests {
         // matmul128 reads A (k-contiguous) and B (n-contiguous) as vec4s when offsets and strides
         // are multiples of 4: full tiles, ragged edges in m/n, k not a multiple of 4 inside a row
         // stride that is (A a column slice of a wider matrix), offsets into a bigger buffer, f16
-        for (i, &(m, n, k, a_rs, f16)) in [(128, 128, 64, 64, false), (132, 260, 36, 36, false), (70, 44, 6, 8, false), (130, 132, 40, 40, true)].iter().enumerate() {
+        for (i, &(m, n, k, a_rs, f16)) in
+            [(128, 128, 64, 64, false), (132, 260, 36, 36, false), (70, 44, 6, 8, false), (130, 132, 40, 40, true)].iter().enumerate()
+        {
             let d = MatmulDesc {
                 a: Layout { off: 4, rs: a_rs, cs: 1, bs: [0, 0] },
                 b: Layout { off: 8, rs: n, cs: 1, bs: [0, 0] },
@@ -562,7 +687,10 @@ mod tests {
             assert_close("f16 matmul vs rounded operands", &got, &rounded, 1e-4 * (k as f32).sqrt(), 1e-4);
             let worst = |w: &[f32]| got.iter().zip(w).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
             let (to_rounded, to_exact) = (worst(&rounded), worst(&exact));
-            assert!(to_exact > 10.0 * to_rounded, "f16 result {to_exact} from exact fp32 but {to_rounded} from the rounded reference: operands were not rounded");
+            assert!(
+                to_exact > 10.0 * to_rounded,
+                "f16 result {to_exact} from exact fp32 but {to_rounded} from the rounded reference: operands were not rounded"
+            );
         }
         // the rounding itself, exactly as a real f32 -> f16 conversion: C = A x 1 with k = 1 returns
         // each rounded operand (normal and subnormal f16 range, ties, the overflow edge, signs)

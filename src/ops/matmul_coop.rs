@@ -17,7 +17,10 @@ pub fn usable(gpu: &Gpu) -> bool {
         && *gpu.coop_verified.get_or_init(|| match self_check(gpu) {
             Ok(err) if err <= TOL => true,
             Ok(err) => {
-                eprintln!("warning: cooperative-matrix matmul differs from the fp32 kernel by {err:.3e} (> {TOL:e}) on {}; f16 matmuls use the fp32 kernels", gpu.summary());
+                eprintln!(
+                    "warning: cooperative-matrix matmul differs from the fp32 kernel by {err:.3e} (> {TOL:e}) on {}; f16 matmuls use the fp32 kernels",
+                    gpu.summary()
+                );
                 false
             }
             Err(e) => {
@@ -34,7 +37,9 @@ const TOL: f32 = 1e-3;
 pub fn self_check(gpu: &Gpu) -> Result<f32> {
     let (m, n, k) = (100, 72, 150);
     let d = MatmulDesc { b: Layout::rm(n, k).t(), bias_off: Some(0), pre_off: Some(0), act: Act::Gelu, precision: Precision::F16, ..MatmulDesc::new(m, n, k) };
-    let gen = |len: usize, s: u32| -> Vec<f32> { (0..len as u32).map(|i| ((i.wrapping_mul(2654435761).wrapping_add(s) >> 8) % 2001) as f32 / 1000.0 - 1.0).collect() };
+    let gen = |len: usize, s: u32| -> Vec<f32> {
+        (0..len as u32).map(|i| ((i.wrapping_mul(2654435761).wrapping_add(s) >> 8) % 2001) as f32 / 1000.0 - 1.0).collect()
+    };
     let a = gpu.upload_f32("coop-check-a", &[m * k], &gen(m * k, 1))?;
     let b = gpu.upload_f32("coop-check-b", &[n * k], &gen(n * k, 2))?;
     let bias = gpu.upload_f32("coop-check-bias", &[n], &gen(n, 3))?;
@@ -46,7 +51,8 @@ pub fn self_check(gpu: &Gpu) -> Result<f32> {
         gpu.run([&disp])?;
         out.push((gpu.read_f32(&c)?, gpu.read_f32(&pre)?));
     }
-    let worst = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| if p.is_finite() { (p - q).abs() / (1.0 + q.abs()) } else { f32::INFINITY }).fold(0f32, f32::max);
+    let worst =
+        |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| if p.is_finite() { (p - q).abs() / (1.0 + q.abs()) } else { f32::INFINITY }).fold(0f32, f32::max);
     Ok(worst(&out[0].0, &out[1].0).max(worst(&out[0].1, &out[1].1)))
 }
 
@@ -59,7 +65,10 @@ mod tests {
     fn coop_matches_fp32_with_f16_rounding() {
         let g = gpu();
         if !g.coop16 {
-            let why = format!("{} has no 16x16x16 f16 cooperative matrices in subgroups of 32; run `cargo test coop` on a GPU that has them (NVIDIA over Vulkan)", g.summary());
+            let why = format!(
+                "{} has no 16x16x16 f16 cooperative matrices in subgroups of 32; run `cargo test coop` on a GPU that has them (NVIDIA over Vulkan)",
+                g.summary()
+            );
             skipped_loudly("ops::matmul_coop::coop_matches_fp32_with_f16_rounding", &why);
             return;
         }

@@ -245,9 +245,12 @@ mod uniform_tests {
         assert!(!changed(&|r| r.fields[5].0 = "other").is_empty(), "renamed field");
         assert!(!changed(&|r| r.fields[12].2 = "u32").is_empty(), "retyped field");
         assert!(!changed(&|r| r.size += 16).is_empty(), "size");
-        assert!(!changed(&|r| {
-            r.fields.pop();
-        })
-        .is_empty(), "missing field");
+        assert!(
+            !changed(&|r| {
+                r.fields.pop();
+            })
+            .is_empty(),
+            "missing field"
+        );
     }
 }

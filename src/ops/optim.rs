@@ -35,10 +35,22 @@ pub struct ParamGroup<'a> {
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    n: u32, p_off: u32, g_off: u32, m_off: u32,
-    v_off: u32, nparts: u32, _p0: u32, _p1: u32,
-    beta1: f32, beta2: f32, eps: f32, wd: f32,
-    max_norm: f32, _p2: u32, _p3: u32, _p4: u32,
+    n: u32,
+    p_off: u32,
+    g_off: u32,
+    m_off: u32,
+    v_off: u32,
+    nparts: u32,
+    _p0: u32,
+    _p1: u32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    wd: f32,
+    max_norm: f32,
+    _p2: u32,
+    _p3: u32,
+    _p4: u32,
 }
 super::uniform_layout!(Params { n, p_off, g_off, m_off, v_off, nparts, _p0, _p1, beta1, beta2, eps, wd, max_norm, _p2, _p3, _p4 });
 
@@ -79,9 +91,7 @@ impl AdamW {
                 check_len("adamw", w, t, n)?;
             }
             let p = Params { n: n as u32, p_off: g.param.off(), g_off: g.grad.off(), m_off: g.m.off(), v_off: g.v.off(), wd: g.weight_decay, ..base };
-            dispatches.push(
-                Dispatch::new(gpu, &spec, &p, &[g.param, g.grad, g.m, g.v, &state, &clip], grid_elems(n))?.cost(12.0 * n as f64, 28.0 * n as f64),
-            );
+            dispatches.push(Dispatch::new(gpu, &spec, &p, &[g.param, g.grad, g.m, g.v, &state, &clip], grid_elems(n))?.cost(12.0 * n as f64, 28.0 * n as f64));
         }
         Ok(AdamW { cfg, dispatches, state, clip, partials })
     }
@@ -144,10 +154,15 @@ mod tests {
         let views = |t: &Tensor| (t.view(0, &[n1]).unwrap(), t.view(n1, &[n2]).unwrap());
         let ((p1, p2), (g1, g2), (m1, m2), (v1, v2)) = (views(&pt), views(&gt), views(&mt), views(&vt));
         let cfg = AdamWConfig { max_grad_norm: 5.0, ..Default::default() };
-        let opt = AdamW::new(gp, cfg, &[
-            ParamGroup { param: &p1, grad: &g1, m: &m1, v: &v1, weight_decay: 0.01 },
-            ParamGroup { param: &p2, grad: &g2, m: &m2, v: &v2, weight_decay: 0.0 },
-        ]).unwrap();
+        let opt = AdamW::new(
+            gp,
+            cfg,
+            &[
+                ParamGroup { param: &p1, grad: &g1, m: &m1, v: &v1, weight_decay: 0.01 },
+                ParamGroup { param: &p2, grad: &g2, m: &m2, v: &v2, weight_decay: 0.0 },
+            ],
+        )
+        .unwrap();
         for t in 1..=3u32 {
             let g = r.vec(n, 0.5); // norm ~ 0.5 * sqrt(n/3) ~ 41 > 5: clipping is active
             gp.write_f32(&gt, &g).unwrap();

@@ -7,8 +7,14 @@ use crate::Result;
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    rows: u32, cols: u32, x_off: u32, o_off: u32,
-    alpha: f32, acc: f32, chunk: u32, rs: u32,
+    rows: u32,
+    cols: u32,
+    x_off: u32,
+    o_off: u32,
+    alpha: f32,
+    acc: f32,
+    chunk: u32,
+    rs: u32,
 }
 super::uniform_layout!(Params { rows, cols, x_off, o_off, alpha, acc, chunk, rs });
 
@@ -24,7 +30,16 @@ pub fn colsum_strided(gpu: &Gpu, x: &Tensor, off: usize, rs: usize, out: &Tensor
     crate::ensure_shape!("colsum", rs >= cols && rows > 0, "row stride {rs} < cols {cols} or no rows");
     check_len("colsum", "x", x, off + (rows - 1) * rs + cols)?;
     check_len("colsum", "out", out, cols)?;
-    let p = Params { rows: rows as u32, cols: cols as u32, x_off: x.off() + off as u32, o_off: out.off(), alpha: 1.0, acc: accumulate as u32 as f32, chunk: 0, rs: rs as u32 };
+    let p = Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        x_off: x.off() + off as u32,
+        o_off: out.off(),
+        alpha: 1.0,
+        acc: accumulate as u32 as f32,
+        chunk: 0,
+        rs: rs as u32,
+    };
     let spec = KernelSpec::new("reduce", "colsum", BINDS);
     Ok(Dispatch::new(gpu, &spec, &p, &[x, out], [(cols as u32).div_ceil(64), 1, 1])?.cost(0.0, 4.0 * (rows * cols) as f64))
 }

@@ -9,9 +9,18 @@ use crate::Result;
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    rows: u32, cols: u32, seg: u32, src_off: u32,
-    src_stride: u32, dst_off: u32, dst_stride: u32, threshold: u32,
-    stream: u32, keep_scale: f32, acc: f32, _p0: u32,
+    rows: u32,
+    cols: u32,
+    seg: u32,
+    src_off: u32,
+    src_stride: u32,
+    dst_off: u32,
+    dst_stride: u32,
+    threshold: u32,
+    stream: u32,
+    keep_scale: f32,
+    acc: f32,
+    _p0: u32,
 }
 super::uniform_layout!(Params { rows, cols, seg, src_off, src_stride, dst_off, dst_stride, threshold, stream, keep_scale, acc, _p0 });
 
@@ -27,16 +36,38 @@ pub struct Segment {
     pub cols: usize,
 }
 
-fn launch(gpu: &Gpu, s: &Segment, src: &Tensor, src_off: usize, src_stride: usize, dst: &Tensor, dst_off: usize, dst_stride: usize, seed: &Tensor, p: f32, stream: u32, acc: bool) -> Result<Dispatch> {
+fn launch(
+    gpu: &Gpu,
+    s: &Segment,
+    src: &Tensor,
+    src_off: usize,
+    src_stride: usize,
+    dst: &Tensor,
+    dst_off: usize,
+    dst_stride: usize,
+    seed: &Tensor,
+    p: f32,
+    stream: u32,
+    acc: bool,
+) -> Result<Dispatch> {
     ensure_shape!("rows", s.at + s.seg <= s.stride && s.batch * s.seg * s.cols > 0, "segment {:?} does not fit", s);
     let (threshold, keep_scale) = dropout_threshold(p);
     let n = s.batch * s.seg * s.cols;
     check_len("rows", "src", src, src_off + ((s.batch - 1) * src_stride + s.seg) * s.cols)?;
     check_len("rows", "dst", dst, dst_off + ((s.batch - 1) * dst_stride + s.seg) * s.cols)?;
     let prm = Params {
-        rows: (s.batch * s.seg) as u32, cols: s.cols as u32, seg: s.seg as u32, src_off: src.off() + src_off as u32,
-        src_stride: src_stride as u32, dst_off: dst.off() + dst_off as u32, dst_stride: dst_stride as u32,
-        threshold, stream, keep_scale, acc: acc as u32 as f32, _p0: 0,
+        rows: (s.batch * s.seg) as u32,
+        cols: s.cols as u32,
+        seg: s.seg as u32,
+        src_off: src.off() + src_off as u32,
+        src_stride: src_stride as u32,
+        dst_off: dst.off() + dst_off as u32,
+        dst_stride: dst_stride as u32,
+        threshold,
+        stream,
+        keep_scale,
+        acc: acc as u32 as f32,
+        _p0: 0,
     };
     Ok(Dispatch::new(gpu, &KernelSpec::new("rows", "copy_rows", BINDS), &prm, &[src, dst, seed], grid_elems(n))?.cost(0.0, 8.0 * n as f64))
 }

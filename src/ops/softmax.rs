@@ -7,8 +7,14 @@ use crate::Result;
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    rows: u32, cols: u32, x_off: u32, y_off: u32,
-    dy_off: u32, dx_off: u32, _p0: u32, _p1: u32,
+    rows: u32,
+    cols: u32,
+    x_off: u32,
+    y_off: u32,
+    dy_off: u32,
+    dx_off: u32,
+    _p0: u32,
+    _p1: u32,
 }
 super::uniform_layout!(Params { rows, cols, x_off, y_off, dy_off, dx_off, _p0, _p1 });
 

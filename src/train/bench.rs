@@ -2,10 +2,10 @@
 //! contrastive losses, backward, AdamW) on random inputs, with FLOPs counted two ways (the analytic
 //! model formula shared with tools/torch_baseline.py, and the sum over our dispatches), memory by
 //! kind, and an optional per-kernel profile from GPU timestamps.
-use crate::ops::matmul::Precision;
 use super::optim::Optimizer;
 use crate::gpu::{Gpu, ProfileRow, Profiler, Recorder};
 use crate::model::{Batch, Config, Head, Labels, Mode, ParamLayout, ParamSet, Shape, Step};
+use crate::ops::matmul::Precision;
 use crate::ops::optim::AdamWConfig;
 use crate::util::Rng;
 use crate::{Error, Result};
@@ -58,7 +58,11 @@ pub struct BenchResult {
 pub fn forward_flops(c: &Config, text: usize, regions: usize, masked: f64) -> f64 {
     let (h, f, v, s) = (c.hidden_size as f64, c.intermediate_size as f64, c.vocab_size as f64, (text + regions) as f64);
     let layer = 8.0 * s * h * h + 4.0 * s * s * h + 4.0 * s * h * f;
-    2.0 * regions as f64 * c.img_feature_dim as f64 * h + c.num_hidden_layers as f64 * layer + 2.0 * h * h + 2.0 * h * c.num_contrast_classes as f64 + masked * (2.0 * h * h + 2.0 * h * v)
+    2.0 * regions as f64 * c.img_feature_dim as f64 * h
+        + c.num_hidden_layers as f64 * layer
+        + 2.0 * h * h
+        + 2.0 * h * c.num_contrast_classes as f64
+        + masked * (2.0 * h * h + 2.0 * h * v)
 }
 
 fn random_batch(c: &Config, s: &Shape, rng: &mut Rng, masked_per_seq: usize) -> Batch {
@@ -100,7 +104,10 @@ pub fn bench(gpu: &Gpu, a: &BenchArgs, launched: Instant) -> Result<BenchResult>
     let params = ParamSet::zeros(gpu, layout.clone(), "params")?;
     params.init(gpu, 1)?;
     let grads = if a.train { Some(ParamSet::zeros(gpu, layout.clone(), "grads")?) } else { None };
-    let opt = match &grads { Some(g) => Some(Optimizer::new(gpu, &params, g, AdamWConfig::default(), 0.01)?), None => None };
+    let opt = match &grads {
+        Some(g) => Some(Optimizer::new(gpu, &params, g, AdamWConfig::default(), 0.01)?),
+        None => None,
+    };
     // the f16 path's first loss scale; with random weights a step may overflow and be skipped,
     // which costs the same time as one that is not
     let scale = if a.precision == Precision::F16 { super::scaler::LossScaler::new().scale } else { 1.0 };
@@ -201,12 +208,23 @@ fn aggregate(rows: Vec<ProfileRow>) -> Vec<(String, f64, f64, f64, f64)> {
 pub fn print(r: &BenchResult) {
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!("adapter: {}", r.adapter);
-    println!("Oscar {} {} step, {}, batch {} x (text {} + regions {}), {} masked tokens per sequence", r.config, r.mode, r.precision, r.batch, r.text, r.regions, r.masked_per_seq);
-    println!("  {:.2} ms/step, {:.1} sequences/s, {:.3} TFLOP/s (model FLOPs {:.3e}/step; counted over our matmul dispatches {:.3e})", r.ms_per_step, r.seq_per_s, r.tflops, r.model_flops_per_step, r.counted_flops_per_step);
+    println!(
+        "Oscar {} {} step, {}, batch {} x (text {} + regions {}), {} masked tokens per sequence",
+        r.config, r.mode, r.precision, r.batch, r.text, r.regions, r.masked_per_seq
+    );
+    println!(
+        "  {:.2} ms/step, {:.1} sequences/s, {:.3} TFLOP/s (model FLOPs {:.3e}/step; counted over our matmul dispatches {:.3e})",
+        r.ms_per_step, r.seq_per_s, r.tflops, r.model_flops_per_step, r.counted_flops_per_step
+    );
     println!("  first step started {:.2} s after launch", r.first_step_after_s);
     println!(
         "  GPU memory: params {:.1} MiB, grads {:.1} MiB, optimizer {:.1} MiB, activations {:.1} MiB, other {:.1} MiB = {:.1} MiB allocated",
-        mib(r.bytes_params), mib(r.bytes_grads), mib(r.bytes_optimizer), mib(r.bytes_activations), mib(r.bytes_other), mib(r.bytes_allocated)
+        mib(r.bytes_params),
+        mib(r.bytes_grads),
+        mib(r.bytes_optimizer),
+        mib(r.bytes_activations),
+        mib(r.bytes_other),
+        mib(r.bytes_allocated)
     );
     if !r.profile.is_empty() {
         println!("  {:<36} {:>9} {:>7} {:>10} {:>9}", "kernel", "ms", "share", "GFLOP/s", "GB/s");

@@ -18,7 +18,17 @@ pub struct Resume {
     pub loss_scale: Option<(f32, u32)>,
 }
 
-pub fn save(gpu: &Gpu, file: &Path, cfg: &Config, params: &ParamSet, m: &ParamSet, v: &ParamSet, step: usize, seed: u64, loss_scale: Option<(f32, u32)>) -> Result<()> {
+pub fn save(
+    gpu: &Gpu,
+    file: &Path,
+    cfg: &Config,
+    params: &ParamSet,
+    m: &ParamSet,
+    v: &ParamSet,
+    step: usize,
+    seed: u64,
+    loss_scale: Option<(f32, u32)>,
+) -> Result<()> {
     let mut tensors = params.download(gpu)?;
     for (prefix, set) in [("adam_m.", m), ("adam_v.", v)] {
         tensors.extend(set.download(gpu)?.into_iter().map(|(n, s, d)| (format!("{prefix}{n}"), s, d)));

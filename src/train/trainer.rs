@@ -103,7 +103,10 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
     } else if cfg.img_feature_dim != task.feature_dim() || cfg.vocab_size < tok.vocab_size() {
         return Err(Error::Other(format!(
             "config {config} (img_feature_dim {}, vocab {}) does not fit the data (feature dim {}) and tokenizer ({} tokens)",
-            cfg.img_feature_dim, cfg.vocab_size, task.feature_dim(), tok.vocab_size()
+            cfg.img_feature_dim,
+            cfg.vocab_size,
+            task.feature_dim(),
+            tok.vocab_size()
         )));
     }
     if a.task == "pretrain" {
@@ -134,7 +137,12 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
         eprintln!("init from {}: {} loaded, {} initialised, {} ignored", init.display(), r.loaded.len(), r.initialized.len(), r.ignored.len());
         let fresh: Vec<&String> = r.initialized.iter().filter(|n| head.specs(cfg).iter().any(|(h, _)| h == *n)).collect();
         if !fresh.is_empty() {
-            eprintln!("the {} head is not in {}: freshly initialised ({})", head.name(), init.display(), fresh.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+            eprintln!(
+                "the {} head is not in {}: freshly initialised ({})",
+                head.name(),
+                init.display(),
+                fresh.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            );
         }
     }
     let adam = AdamWConfig { max_grad_norm: a.max_grad_norm, ..Default::default() };
@@ -180,12 +188,23 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
     let seqs = shape.batch;
     eprintln!(
         "{} | {} | params {:.2}M | batch {}x{} (text {} + regions {}) | steps {} | memory: params {} MiB, grads {} MiB, adam {} MiB, activations {} MiB",
-        gpu.summary(), head.name(), nparams as f64 / 1e6, seqs, a.grad_accum, shape.text, shape.regions, a.steps,
-        params.bytes() >> 20, grads.bytes() >> 20, opt.state_bytes() >> 20, (step.act_bytes + step.grad_act_bytes) >> 20
+        gpu.summary(),
+        head.name(),
+        nparams as f64 / 1e6,
+        seqs,
+        a.grad_accum,
+        shape.text,
+        shape.regions,
+        a.steps,
+        params.bytes() >> 20,
+        grads.bytes() >> 20,
+        opt.state_bytes() >> 20,
+        (step.act_bytes + step.grad_act_bytes) >> 20
     );
     let parts = head.loss_parts();
     let bar = progress_bar(a, start);
-    let mut summary = Summary { start_step: start, steps: a.steps, params: nparams, parts: parts.iter().map(|p| p.0.to_string()).collect(), ..Default::default() };
+    let mut summary =
+        Summary { start_step: start, steps: a.steps, params: nparams, parts: parts.iter().map(|p| p.0.to_string()).collect(), ..Default::default() };
     let (mut t_log, mut seqs_since) = (Instant::now(), 0usize);
     let (mut total_seqs, mut total_time) = (0usize, 0f64);
     for s in start + 1..=a.steps {
@@ -241,7 +260,9 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
                 }
                 if new < MIN_SCALE {
                     bar.abandon();
-                    return Err(Error::Other(format!("step {s}: gradients are not finite even at loss scale {used}; the f16 path cannot train this model (try --precision f32)")));
+                    return Err(Error::Other(format!(
+                        "step {s}: gradients are not finite even at loss scale {used}; the f16 path cannot train this model (try --precision f32)"
+                    )));
                 }
             }
         }
@@ -285,7 +306,10 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
                 summary.eval = Some(m.into_iter().collect());
             }
             writeln!(metrics, "{line}").map_err(|e| Error::Other(e.to_string()))?;
-            bar.set_message(format!("loss {loss:.4} ({}) lr {lr:.2e} {sps:.1} seq/s", parts.iter().zip(&vals).map(|(p, v)| format!("{} {v:.3}", p.0.trim_end_matches("_loss"))).collect::<Vec<_>>().join(" ")));
+            bar.set_message(format!(
+                "loss {loss:.4} ({}) lr {lr:.2e} {sps:.1} seq/s",
+                parts.iter().zip(&vals).map(|(p, v)| format!("{} {v:.3}", p.0.trim_end_matches("_loss"))).collect::<Vec<_>>().join(" ")
+            ));
             summary.losses.push((s, loss, vals));
             seqs_since = 0;
             t_log = Instant::now();
@@ -333,7 +357,10 @@ fn finish(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, params: &ParamSet
     let mut series = vec![("loss".to_string(), s.losses.iter().map(|x| (x.0 as f64, x.1 as f64)).collect::<Vec<_>>())];
     if s.parts.len() > 1 {
         for (k, name) in s.parts.iter().enumerate() {
-            series.push((name.trim_end_matches("_loss").replace("mtl", "masked-token").to_string(), s.losses.iter().map(|x| (x.0 as f64, x.2[k] as f64)).collect()));
+            series.push((
+                name.trim_end_matches("_loss").replace("mtl", "masked-token").to_string(),
+                s.losses.iter().map(|x| (x.0 as f64, x.2[k] as f64)).collect(),
+            ));
         }
     }
     let refs: Vec<(&str, Vec<(f64, f64)>)> = series.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();

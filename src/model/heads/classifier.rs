@@ -48,7 +48,14 @@ impl ClassifierActs {
                 (Layer::Linear { op, dropped: al.f32("cls.dropped", examples * h)?, d_scratch }, labels, loss)
             }
             Head::Pair { scale, dropout } => {
-                let op = PairHead { pairs: examples, hidden: h, scale, layer_norm: c.use_img_layernorm.then_some(c.layer_norm_eps), p_drop: if train { dropout } else { 0.0 }, stream: HEAD_STREAM };
+                let op = PairHead {
+                    pairs: examples,
+                    hidden: h,
+                    scale,
+                    layer_norm: c.use_img_layernorm.then_some(c.layer_norm_eps),
+                    p_drop: if train { dropout } else { 0.0 },
+                    stream: HEAD_STREAM,
+                };
                 let acts = op.acts(al.gpu)?;
                 (Layer::Pair { op, acts }, 2, ClassLoss::CrossEntropy)
             }
@@ -119,13 +126,23 @@ pub fn forward(x: &HeadCtx, a: &ClassifierActs, v: &mut Vec<Dispatch>) -> Result
     }
     let out = a.losses.view(0, &[3])?;
     match a.loss {
-        ClassLoss::CrossEntropy => v.extend(CrossEntropy { rows: a.examples, vocab: a.classes, ignore_index: -1 }.forward(g, &a.logits, &a.labels, &a.loss_scratch, &out)?),
+        ClassLoss::CrossEntropy => {
+            v.extend(CrossEntropy { rows: a.examples, vocab: a.classes, ignore_index: -1 }.forward(g, &a.logits, &a.labels, &a.loss_scratch, &out)?)
+        }
         ClassLoss::SoftBce => v.extend(bce::forward(g, &a.logits, &a.labels, &a.loss_scratch, &a.losses, 2, 1.0 / a.examples as f32)?),
     }
     Ok(())
 }
 
-pub fn backward(x: &HeadCtx, a: &ClassifierActs, gr: &ParamSet, dhid: &Tensor, dpooled: &Tensor, scale: f32, v: &mut Vec<Dispatch>) -> Result<Vec<(usize, LossGrad)>> {
+pub fn backward(
+    x: &HeadCtx,
+    a: &ClassifierActs,
+    gr: &ParamSet,
+    dhid: &Tensor,
+    dpooled: &Tensor,
+    scale: f32,
+    v: &mut Vec<Dispatch>,
+) -> Result<Vec<(usize, LossGrad)>> {
     let g = x.e.gpu;
     let seed = &x.e.inp.dropout_seed;
     let dl = a.d_logits.as_ref().expect("a Train plan has head gradients");
@@ -134,7 +151,15 @@ pub fn backward(x: &HeadCtx, a: &ClassifierActs, gr: &ParamSet, dhid: &Tensor, d
     let at = v.len();
     let lg = match a.loss {
         ClassLoss::CrossEntropy => {
-            v.push(CrossEntropy { rows: a.examples, vocab: a.classes, ignore_index: -1 }.backward(g, &a.logits, &a.labels, &a.loss_scratch, &a.losses.view(0, &[3])?, dl, scale)?);
+            v.push(CrossEntropy { rows: a.examples, vocab: a.classes, ignore_index: -1 }.backward(
+                g,
+                &a.logits,
+                &a.labels,
+                &a.loss_scratch,
+                &a.losses.view(0, &[3])?,
+                dl,
+                scale,
+            )?);
             LossGrad::CrossEntropy
         }
         ClassLoss::SoftBce => {
@@ -146,7 +171,18 @@ pub fn backward(x: &HeadCtx, a: &ClassifierActs, gr: &ParamSet, dhid: &Tensor, d
     match &a.layer {
         Layer::Linear { op, dropped, d_scratch } => {
             let sc = d_scratch.as_ref().expect("Train");
-            v.extend(op.backward(g, dropped, &x.e.w("classifier.weight")?, dl, sc, dpooled, &gr.get("classifier.weight")?, &gr.get("classifier.bias")?, seed, false)?);
+            v.extend(op.backward(
+                g,
+                dropped,
+                &x.e.w("classifier.weight")?,
+                dl,
+                sc,
+                dpooled,
+                &gr.get("classifier.weight")?,
+                &gr.get("classifier.bias")?,
+                seed,
+                false,
+            )?);
         }
         Layer::Pair { op, acts } => {
             let names = op.params();

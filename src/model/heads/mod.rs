@@ -28,9 +28,18 @@ pub enum Head {
     /// Masked-token + contrastive (classes: the config's num_contrast_classes).
     Pretrain,
     /// Linear(H, labels) on pooled [CLS].
-    Classifier { labels: usize, loss: ClassLoss, #[serde(default)] dropout: f32 },
+    Classifier {
+        labels: usize,
+        loss: ClassLoss,
+        #[serde(default)]
+        dropout: f32,
+    },
     /// NLVR2: pooled outputs of two sequences → Linear(2H, scale·H) → ReLU → [LN] → Linear(·, 2).
-    Pair { scale: usize, #[serde(default)] dropout: f32 },
+    Pair {
+        scale: usize,
+        #[serde(default)]
+        dropout: f32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +56,9 @@ pub enum ClassLoss {
 pub enum LossGrad {
     CrossEntropy,
     /// BCE's gradient carries its own averaging factor.
-    Bce { base: f32 },
+    Bce {
+        base: f32,
+    },
 }
 
 /// Dropout stream of the heads (the encoder's are 1, 2 and 16 + 8 l + site).
@@ -59,7 +70,15 @@ impl Head {
         match self {
             Head::Pretrain => pretrain::specs(c),
             Head::Classifier { labels, .. } => classifier::specs(c, *labels),
-            Head::Pair { scale, .. } => ops::PairHead { pairs: 1, hidden: c.hidden_size, scale: *scale, layer_norm: c.use_img_layernorm.then_some(c.layer_norm_eps), p_drop: 0.0, stream: HEAD_STREAM }.params(),
+            Head::Pair { scale, .. } => ops::PairHead {
+                pairs: 1,
+                hidden: c.hidden_size,
+                scale: *scale,
+                layer_norm: c.use_img_layernorm.then_some(c.layer_norm_eps),
+                p_drop: 0.0,
+                stream: HEAD_STREAM,
+            }
+            .params(),
         }
     }
     /// Sequences the encoder runs per example (2 for a pair).

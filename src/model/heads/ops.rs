@@ -34,7 +34,19 @@ impl ClassifierHead {
         ])
     }
     /// [dW += .., db += .., scratch = dlogits W, dpooled (+)= dropout(scratch)]
-    pub fn backward(&self, gpu: &Gpu, dropped: &Tensor, w: &Tensor, dlogits: &Tensor, scratch: &Tensor, dpooled: &Tensor, dw: &Tensor, db: &Tensor, seed: &Tensor, accumulate: bool) -> Result<Vec<Dispatch>> {
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        dropped: &Tensor,
+        w: &Tensor,
+        dlogits: &Tensor,
+        scratch: &Tensor,
+        dpooled: &Tensor,
+        dw: &Tensor,
+        db: &Tensor,
+        seed: &Tensor,
+        accumulate: bool,
+    ) -> Result<Vec<Dispatch>> {
         let mut v = self.lin().backward(gpu, dropped, w, dlogits, Some(scratch), dw, Some(db), false)?;
         v.push(dropout::dropout_backward(gpu, scratch, dpooled, seed, self.p_drop, self.stream, accumulate)?);
         Ok(v)
@@ -87,8 +99,14 @@ impl PairHead {
         let (p, w, h2) = (self.pairs, self.width(), 2 * self.hidden);
         let z = |n: &str, len: usize| gpu.zeros(n, &[len], DType::F32);
         Ok(PairActs {
-            dropped: z("pair.dropped", p * h2)?, z1: z("pair.z1", p * w)?, r: z("pair.relu", p * w)?, rl: z("pair.ln", p * w)?,
-            stats: z("pair.ln_stats", 2 * p)?, logits: z("pair.logits", 2 * p)?, d_r: z("pair.d_relu", p * w)?, d_z1: z("pair.d_z1", p * w)?,
+            dropped: z("pair.dropped", p * h2)?,
+            z1: z("pair.z1", p * w)?,
+            r: z("pair.relu", p * w)?,
+            rl: z("pair.ln", p * w)?,
+            stats: z("pair.ln_stats", 2 * p)?,
+            logits: z("pair.logits", 2 * p)?,
+            d_r: z("pair.d_relu", p * w)?,
+            d_z1: z("pair.d_z1", p * w)?,
             d_in: z("pair.d_in", p * h2)?,
         })
     }
@@ -114,7 +132,17 @@ impl PairHead {
         Ok(v)
     }
     /// Gradients into `dw` (same order as `w`, accumulated) and `dpooled` [2 * pairs, H].
-    pub fn backward(&self, gpu: &Gpu, w: &[Tensor], dw: &[Tensor], a: &PairActs, dlogits: &Tensor, dpooled: &Tensor, seed: &Tensor, accumulate: bool) -> Result<Vec<Dispatch>> {
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        w: &[Tensor],
+        dw: &[Tensor],
+        a: &PairActs,
+        dlogits: &Tensor,
+        dpooled: &Tensor,
+        seed: &Tensor,
+        accumulate: bool,
+    ) -> Result<Vec<Dispatch>> {
         let k = if self.layer_norm.is_some() { 4 } else { 2 };
         let x2 = if self.layer_norm.is_some() { &a.rl } else { &a.r };
         // d_z1 first receives the gradient of the layer after the ReLU, then the ReLU's
@@ -169,14 +197,26 @@ mod tests {
             let h = PairHead { pairs: 3, hidden: 5, scale: 3, layer_norm: ln, p_drop: 0.1, stream: 9 };
             let mut r = Rng::new(90);
             let pooled = r.vec(2 * 3 * 5, 1.0);
-            let ws: Vec<Vec<f32>> = h.params().iter().map(|(n, s)| {
-                let n_el: usize = s.iter().product();
-                if n.ends_with("2.weight") && ln.is_some() { r.vec(n_el, 0.2).iter().map(|v| v + 1.0).collect() } else { r.vec(n_el, 0.5) }
-            }).collect();
+            let ws: Vec<Vec<f32>> = h
+                .params()
+                .iter()
+                .map(|(n, s)| {
+                    let n_el: usize = s.iter().product();
+                    if n.ends_with("2.weight") && ln.is_some() {
+                        r.vec(n_el, 0.2).iter().map(|v| v + 1.0).collect()
+                    } else {
+                        r.vec(n_el, 0.5)
+                    }
+                })
+                .collect();
             let dl = r.vec(3 * 2, 1.0);
             let seed = 17u32;
             // finite differences of sum(dl * logits) w.r.t. pooled and the first weight
-            let f = |p: &[f32], w0: &[f32]| { let mut w = ws.clone(); w[0] = w0.to_vec(); dot(&cpu::pair_forward(&h, p, &w, seed), &dl) };
+            let f = |p: &[f32], w0: &[f32]| {
+                let mut w = ws.clone();
+                w[0] = w0.to_vec();
+                dot(&cpu::pair_forward(&h, p, &w, seed), &dl)
+            };
             let n_pooled = numeric_grad(&pooled, 1e-3, |p| f(p, &ws[0]));
             let n_w0 = numeric_grad(&ws[0], 1e-3, |w0| f(&pooled, w0));
             // GPU

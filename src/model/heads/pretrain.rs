@@ -96,7 +96,9 @@ impl PretrainActs {
             return Err(Error::Shape { op: "batch", msg: "the pre-training head needs masked-token and contrastive labels".into() });
         };
         let bad = |m: String| Err(Error::Shape { op: "batch", msg: m });
-        for (n, got, want) in [("mlm_pos", mlm_pos.len(), s.masked), ("mlm_labels", mlm_labels.len(), s.masked), ("contrast_labels", contrast_labels.len(), s.batch)] {
+        for (n, got, want) in
+            [("mlm_pos", mlm_pos.len(), s.masked), ("mlm_labels", mlm_labels.len(), s.masked), ("contrast_labels", contrast_labels.len(), s.batch)]
+        {
             if got != want {
                 return bad(format!("{n} has {got} values, shape {s:?} needs {want}"));
             }
@@ -124,24 +126,66 @@ pub fn forward(x: &HeadCtx, a: &PretrainActs, v: &mut Vec<Dispatch>) -> Result<(
     let (g, c) = (x.e.gpu, x.e.c);
     let (b, h, m) = (x.e.s.batch, x.e.h(), x.e.s.masked);
     let cls = x.e.lin(b, h, c.num_contrast_classes);
-    v.push(cls.forward(g, x.pooled, &x.e.w("cls.seq_relationship.weight")?, Some(&x.e.w("cls.seq_relationship.bias")?), &a.contrast_logits, Act::None, None)?);
+    v.push(cls.forward(
+        g,
+        x.pooled,
+        &x.e.w("cls.seq_relationship.weight")?,
+        Some(&x.e.w("cls.seq_relationship.bias")?),
+        &a.contrast_logits,
+        Act::None,
+        None,
+    )?);
     let ce = CrossEntropy { rows: b, vocab: c.num_contrast_classes, ignore_index: -1 };
     v.extend(ce.forward(g, &a.contrast_logits, &a.contrast_labels, &a.contrast_ce_stats, &a.losses.view(4, &[3])?)?);
     // masked-token head at the labelled positions only
     v.push(embedding::gather(g, &a.mlm_pos, x.hidden, &a.mlm_hidden, m, x.e.rows(), h, false)?);
     let tr = x.e.lin(m, h, h);
     let w = |n: &str| x.e.w(n);
-    v.push(tr.forward(g, &a.mlm_hidden, &w("cls.predictions.transform.dense.weight")?, Some(&w("cls.predictions.transform.dense.bias")?), &a.mlm_transform_act, Act::Gelu, Some(&a.mlm_transform_pre))?);
-    v.push(layernorm::layernorm(g, &a.mlm_transform_act, &w("cls.predictions.transform.LayerNorm.weight")?, &w("cls.predictions.transform.LayerNorm.bias")?, &a.mlm_transform_ln, &a.mlm_ln_stats, m, h, c.layer_norm_eps)?);
+    v.push(tr.forward(
+        g,
+        &a.mlm_hidden,
+        &w("cls.predictions.transform.dense.weight")?,
+        Some(&w("cls.predictions.transform.dense.bias")?),
+        &a.mlm_transform_act,
+        Act::Gelu,
+        Some(&a.mlm_transform_pre),
+    )?);
+    v.push(layernorm::layernorm(
+        g,
+        &a.mlm_transform_act,
+        &w("cls.predictions.transform.LayerNorm.weight")?,
+        &w("cls.predictions.transform.LayerNorm.bias")?,
+        &a.mlm_transform_ln,
+        &a.mlm_ln_stats,
+        m,
+        h,
+        c.layer_norm_eps,
+    )?);
     let dec = x.e.lin(m, h, c.vocab_size);
-    v.push(dec.forward(g, &a.mlm_transform_ln, &w(&format!("{EMB}word_embeddings.weight"))?, Some(&w("cls.predictions.bias")?), &a.mlm_logits, Act::None, None)?);
+    v.push(dec.forward(
+        g,
+        &a.mlm_transform_ln,
+        &w(&format!("{EMB}word_embeddings.weight"))?,
+        Some(&w("cls.predictions.bias")?),
+        &a.mlm_logits,
+        Act::None,
+        None,
+    )?);
     let ce = CrossEntropy { rows: m, vocab: c.vocab_size, ignore_index: -1 };
     v.extend(ce.forward(g, &a.mlm_logits, &a.mlm_labels, &a.mlm_ce_stats, &a.losses.view(0, &[3])?)?);
     Ok(())
 }
 
 /// Writes d_hidden (zeroed first) and d_pooled; returns the loss-gradient dispatches.
-pub fn backward(x: &HeadCtx, a: &PretrainActs, gr: &ParamSet, dhid: &Tensor, dpooled: &Tensor, scale: f32, v: &mut Vec<Dispatch>) -> Result<Vec<(usize, LossGrad)>> {
+pub fn backward(
+    x: &HeadCtx,
+    a: &PretrainActs,
+    gr: &ParamSet,
+    dhid: &Tensor,
+    dpooled: &Tensor,
+    scale: f32,
+    v: &mut Vec<Dispatch>,
+) -> Result<Vec<(usize, LossGrad)>> {
     let (g, c) = (x.e.gpu, x.e.c);
     let (b, h, m) = (x.e.s.batch, x.e.h(), x.e.s.masked);
     let d = a.grads.as_ref().expect("a Train plan has head gradients");
@@ -152,20 +196,62 @@ pub fn backward(x: &HeadCtx, a: &PretrainActs, gr: &ParamSet, dhid: &Tensor, dpo
     v.push(ce.backward(g, &a.mlm_logits, &a.mlm_labels, &a.mlm_ce_stats, &a.losses.view(0, &[3])?, &d.d_mlm_logits, scale)?);
     let dec = x.e.lin(m, h, c.vocab_size);
     let word = format!("{EMB}word_embeddings.weight");
-    v.extend(dec.backward_split(g, &a.mlm_transform_ln, &w(&word)?, &d.d_mlm_logits, Some(&d.d_mlm_ln), &gr.get(&word)?, Some(&gr.get("cls.predictions.bias")?), false, x.e.split)?);
+    v.extend(dec.backward_split(
+        g,
+        &a.mlm_transform_ln,
+        &w(&word)?,
+        &d.d_mlm_logits,
+        Some(&d.d_mlm_ln),
+        &gr.get(&word)?,
+        Some(&gr.get("cls.predictions.bias")?),
+        false,
+        x.e.split,
+    )?);
     let ln = "cls.predictions.transform.LayerNorm";
-    v.extend(layernorm::layernorm_backward(g, &a.mlm_transform_act, &w(&format!("{ln}.weight"))?, &a.mlm_ln_stats, &d.d_mlm_ln, &d.d_mlm_act, &gr.get(&format!("{ln}.weight"))?, &gr.get(&format!("{ln}.bias"))?, m, h, false)?);
+    v.extend(layernorm::layernorm_backward(
+        g,
+        &a.mlm_transform_act,
+        &w(&format!("{ln}.weight"))?,
+        &a.mlm_ln_stats,
+        &d.d_mlm_ln,
+        &d.d_mlm_act,
+        &gr.get(&format!("{ln}.weight"))?,
+        &gr.get(&format!("{ln}.bias"))?,
+        m,
+        h,
+        false,
+    )?);
     v.push(elementwise::gelu_backward(g, &a.mlm_transform_pre, &d.d_mlm_act, &d.d_mlm_ln, false)?);
     let tr = x.e.lin(m, h, h);
     let t = "cls.predictions.transform.dense";
-    v.extend(tr.backward_split(g, &a.mlm_hidden, &w(&format!("{t}.weight"))?, &d.d_mlm_ln, Some(&d.d_mlm_hidden), &gr.get(&format!("{t}.weight"))?, Some(&gr.get(&format!("{t}.bias"))?), false, x.e.split)?);
+    v.extend(tr.backward_split(
+        g,
+        &a.mlm_hidden,
+        &w(&format!("{t}.weight"))?,
+        &d.d_mlm_ln,
+        Some(&d.d_mlm_hidden),
+        &gr.get(&format!("{t}.weight"))?,
+        Some(&gr.get(&format!("{t}.bias"))?),
+        false,
+        x.e.split,
+    )?);
     v.push(embedding::scatter_add(g, a.mlm_grad_index.as_ref().expect("Train"), &d.d_mlm_hidden, dhid, m, x.e.rows(), h)?);
     // contrastive head; the pooler's backward is the encoder's
     let ce = CrossEntropy { rows: b, vocab: c.num_contrast_classes, ignore_index: -1 };
     loss_grads.push((v.len(), LossGrad::CrossEntropy));
     v.push(ce.backward(g, &a.contrast_logits, &a.contrast_labels, &a.contrast_ce_stats, &a.losses.view(4, &[3])?, &d.d_contrast_logits, scale)?);
     let cls = x.e.lin(b, h, c.num_contrast_classes);
-    v.extend(cls.backward_split(g, x.pooled, &w("cls.seq_relationship.weight")?, &d.d_contrast_logits, Some(dpooled), &gr.get("cls.seq_relationship.weight")?, Some(&gr.get("cls.seq_relationship.bias")?), false, x.e.split)?);
+    v.extend(cls.backward_split(
+        g,
+        x.pooled,
+        &w("cls.seq_relationship.weight")?,
+        &d.d_contrast_logits,
+        Some(dpooled),
+        &gr.get("cls.seq_relationship.weight")?,
+        Some(&gr.get("cls.seq_relationship.bias")?),
+        false,
+        x.e.split,
+    )?);
     Ok(loss_grads)
 }
 
