@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod model;
 pub mod ops;
 pub mod tasks;
+pub mod tensorfile;
 pub mod train;
 pub mod util;
 

@@ -208,7 +208,7 @@ fn train(opts: &GpuOptions, a: vlp_engine::train::TrainArgs) -> Result<()> {
 }
 
 fn embed(opts: &GpuOptions, a: EmbedArgs) -> Result<()> {
-    use safetensors::{tensor::TensorView, Dtype};
+    use safetensors::Dtype;
     use vlp_engine::apps::{embed::embed_many, ModelDir};
     let g = Gpu::new(opts)?;
     let m = ModelDir::load(&g, &a.model).with_context(|| format!("loading model from {}", a.model.display()))?;
@@ -232,7 +232,7 @@ fn embed(opts: &GpuOptions, a: EmbedArgs) -> Result<()> {
     let embs = embed_many(&g, &m, &texts, a.tags.as_deref(), regions.as_deref(), a.batch, |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    let mut out: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut out: Vec<vlp_engine::tensorfile::Named> = Vec::new();
     for (i, e) in embs.iter().enumerate() {
         let t = e.input_ids.len();
         let ids: Vec<i32> = e.input_ids.iter().map(|&x| x as i32).collect();
@@ -246,9 +246,7 @@ fn embed(opts: &GpuOptions, a: EmbedArgs) -> Result<()> {
             out.push((format!("pooled.{i}"), Dtype::F32, vec![m.cfg.hidden_size], bytemuck::cast_slice(&e.pooled).to_vec()));
         }
     }
-    let views: Vec<(String, TensorView)> = out.iter().map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?))).collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, None)?;
-    vlp_engine::util::atomic_write(&a.out, &bytes).with_context(|| format!("writing {}", a.out.display()))?;
+    vlp_engine::tensorfile::write(&a.out, &out, None)?;
     eprintln!("wrote {} texts to {} ({:.1} texts/s, batch {})", texts.len(), a.out.display(), texts.len() as f64 / secs.max(1e-9), a.batch);
     Ok(())
 }

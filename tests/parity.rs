@@ -94,7 +94,7 @@ fn check(name: &str) {
     let adam = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, max_grad_norm: 1.0 };
     let opt = Optimizer::new(&gpu, &params, &grads, adam, 0.01).unwrap();
     let mut rec = Recorder::new(&gpu);
-    rec.run(opt.zero_grads.iter().chain(&step.forward).chain(&step.backward));
+    rec.run(opt.micro_batch(&step, true));
     rec.submit();
     gpu.wait().unwrap();
 
@@ -122,7 +122,7 @@ fn check(name: &str) {
     for t in 1..=3u32 {
         if t > 1 {
             let mut rec = Recorder::new(&gpu);
-            rec.run(opt.zero_grads.iter().chain(&step.forward).chain(&step.backward));
+            rec.run(opt.micro_batch(&step, true));
             rec.submit();
         }
         opt.adamw.set_step(&gpu, 1e-3, t).unwrap();

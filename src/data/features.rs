@@ -90,15 +90,7 @@ fn first_non_finite(data: &[u8], f16: bool) -> Option<usize> {
 
 /// Copies little-endian f32 / f16 data into `out` as f32.
 fn to_f32(data: &[u8], f16: bool, out: &mut [f32]) {
-    if f16 {
-        for (o, b) in out.iter_mut().zip(data.chunks_exact(2)) {
-            *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-        }
-    } else {
-        for (o, b) in out.iter_mut().zip(data.chunks_exact(4)) {
-            *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        }
-    }
+    crate::tensorfile::decode_into(if f16 { safetensors::Dtype::F16 } else { safetensors::Dtype::F32 }, data, out);
 }
 
 /// Tells the OS it may drop the pages of `map[from..to]` from this process (they stay in the page cache).

@@ -12,11 +12,10 @@ pub fn read_image_features(file: &Path, id: &str, dim: usize) -> Result<Vec<f32>
 }
 
 fn view_f32(file: &Path, id: &str, t: &safetensors::tensor::TensorView) -> Result<Vec<f32>> {
-    Ok(match t.dtype() {
-        Dtype::F32 => bytemuck::pod_collect_to_vec(t.data()),
-        Dtype::F16 => t.data().chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        d => return Err(Error::Other(format!("{}: image '{id}' has dtype {d:?}, expected F32 or F16", file.display()))),
-    })
+    match t.dtype() {
+        Dtype::F32 | Dtype::F16 => Ok(crate::tensorfile::decode(t.dtype(), t.data()).unwrap_or_default()),
+        d => Err(Error::Other(format!("{}: image '{id}' has dtype {d:?}, expected F32 or F16", file.display()))),
+    }
 }
 
 /// Reads a JSON-lines file; empty files and malformed lines are errors naming file and line.
@@ -51,7 +50,6 @@ pub fn write_jsonl<T: serde::Serialize>(path: &Path, items: &[T]) -> Result<()> 
 
 /// Writes region features, one [R, D] f32 tensor per image id (ids unique, D > 0).
 pub fn write_features(path: &Path, items: &[(String, Vec<f32>)], dim: usize) -> Result<()> {
-    use safetensors::tensor::TensorView;
     if dim == 0 {
         return Err(Error::Other(format!("{}: feature width 0", path.display())));
     }
@@ -64,16 +62,9 @@ pub fn write_features(path: &Path, items: &[(String, Vec<f32>)], dim: usize) -> 
             return Err(Error::Other(format!("{}: image '{id}': {} values are not rows of {dim}", path.display(), f.len())));
         }
     }
-    let views = items
-        .iter()
-        .map(|(id, f)| {
-            Ok((id.clone(), TensorView::new(Dtype::F32, vec![f.len() / dim, dim], bytemuck::cast_slice(f)).map_err(|e| Error::Other(format!("{id}: {e}")))?))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut meta = std::collections::HashMap::new();
-    meta.insert("feature_dim".to_string(), dim.to_string());
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::Other(e.to_string()))?;
-    crate::util::atomic_write(path, &bytes).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+    let tensors: Vec<_> = items.iter().map(|(id, f)| crate::tensorfile::f32_tensor(id, vec![f.len() / dim, dim], f)).collect();
+    let meta = std::collections::HashMap::from([("feature_dim".to_string(), dim.to_string())]);
+    crate::tensorfile::write(path, &tensors, Some(meta))
 }
 
 /// All region features of one file, by image id, with their width, read eagerly into memory

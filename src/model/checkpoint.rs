@@ -6,7 +6,7 @@
 use super::params::ParamSet;
 use crate::gpu::Gpu;
 use crate::{Error, Result};
-use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use safetensors::{tensor::TensorView, SafeTensors};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -44,13 +44,8 @@ fn canonical(name: &str) -> Option<String> {
 }
 
 fn to_f32(file: &Path, name: &str, t: &TensorView) -> Result<Vec<f32>> {
-    let d = t.data();
-    Ok(match t.dtype() {
-        Dtype::F32 => bytemuck::pod_collect_to_vec(d),
-        Dtype::F16 => d.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Dtype::BF16 => d.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        other => return Err(Error::Other(format!("{}: tensor '{name}' has dtype {other:?}; expected F32, F16 or BF16", file.display()))),
-    })
+    crate::tensorfile::decode(t.dtype(), t.data())
+        .ok_or_else(|| Error::Other(format!("{}: tensor '{name}' has dtype {:?}; expected F32, F16 or BF16", file.display(), t.dtype())))
 }
 
 /// Loads every parameter of `params` from `file` (see the module doc for what is accepted).
@@ -98,11 +93,8 @@ pub fn load(gpu: &Gpu, params: &ParamSet, file: &Path) -> Result<LoadReport> {
 
 /// Serialises named f32 tensors (plus metadata) to safetensors bytes.
 pub fn to_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
-    let views = tensors
-        .iter()
-        .map(|(n, s, v)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), bytemuck::cast_slice(v)).map_err(|e| Error::Other(format!("{n}: {e}")))?)))
-        .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Other(format!("serialising checkpoint: {e}")))
+    let named: Vec<_> = tensors.iter().map(|(n, s, v)| crate::tensorfile::f32_tensor(n, s.clone(), v)).collect();
+    crate::tensorfile::to_bytes(&named, Some(metadata))
 }
 
 /// Saves the parameters atomically (temporary file, then rename).
@@ -115,6 +107,7 @@ pub fn save(gpu: &Gpu, params: &ParamSet, file: &Path, metadata: HashMap<String,
 mod tests {
     use super::*;
     use crate::model::{Config, Head, ParamLayout};
+    use safetensors::Dtype;
     use std::sync::Arc;
 
     fn tiny() -> Config {

@@ -118,15 +118,10 @@ pub fn bench(gpu: &Gpu, a: &BenchArgs, launched: Instant) -> Result<BenchResult>
     if let Some(o) = &opt {
         o.adamw.set_step_scaled(gpu, 1e-5, 1, 1.0 / scale)?;
     }
-    let mut list: Vec<&crate::gpu::Dispatch> = Vec::new();
-    if let Some(o) = &opt {
-        list.extend(&o.zero_grads);
-    }
-    list.extend(&step.forward);
-    if a.train {
-        list.extend(&step.backward);
-        list.extend(&opt.as_ref().unwrap().adamw.dispatches);
-    }
+    let list: Vec<&crate::gpu::Dispatch> = match &opt {
+        Some(o) => o.micro_batch(&step, true).chain(&o.adamw.dispatches).collect(),
+        None => step.forward.iter().collect(),
+    };
     let first_step_after_s = launched.elapsed().as_secs_f64();
     let run = |n: usize| -> Result<f64> {
         let t = Instant::now();

@@ -1,7 +1,7 @@
 //! The optimizer over the model's arenas: zeroing gradients, global-norm clipping and AdamW with
 //! Oscar's weight-decay rule, one AdamW dispatch per (arena, decay flag) run.
 use crate::gpu::{Dispatch, Gpu};
-use crate::model::ParamSet;
+use crate::model::{ParamSet, Step};
 use crate::ops::elementwise::fill;
 use crate::ops::optim::{AdamW, AdamWConfig, ParamGroup};
 use crate::Result;
@@ -27,6 +27,12 @@ impl Optimizer {
         let adamw = AdamW::new(gpu, cfg, &groups)?;
         let zero_grads = grads.arenas.iter().map(|t| fill(gpu, t, 0.0)).collect::<Result<_>>()?;
         Ok(Optimizer { adamw, m, v, zero_grads })
+    }
+
+    /// The one assembly of a training micro-batch: zeroed gradients (on the first micro-batch of a
+    /// step), the forward and the backward. AdamW (`adamw.dispatches`) follows the last one.
+    pub fn micro_batch<'a>(&'a self, step: &'a Step, first: bool) -> impl Iterator<Item = &'a Dispatch> {
+        self.zero_grads.iter().filter(move |_| first).chain(&step.forward).chain(&step.backward)
     }
 
     pub fn state_bytes(&self) -> u64 {

@@ -219,10 +219,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
             step.upload(gpu, cfg, &b)?;
             gpu.write_u32(&step.inputs.dropout_seed, &[mix(a.seed, s as u64, 1000 + micro as u64) as u32])?;
             let mut rec = Recorder::new(gpu);
-            if micro == 0 {
-                rec.run(opt.zero_grads.iter().chain([&start_loss]));
-            }
-            rec.run(step.forward.iter().chain(&step.backward).chain([&add_loss]));
+            rec.run((micro == 0).then_some(&start_loss).into_iter().chain(opt.micro_batch(&step, micro == 0)).chain([&add_loss]));
             rec.submit();
         }
         let lr = schedule::lr_at(s, a.steps, a.warmup, a.lr);
