@@ -2,15 +2,18 @@
 // the rows that are not ignored (PyTorch's CrossEntropyLoss(ignore_index=...)).
 // Entry points:
 //   ce_fwd: per row (one workgroup of 256 threads striding over the vocabulary, any size: 30522 ok):
-//     stats[r] = (lse, loss, valid) with loss = lse - x[label].
+//     stats[r] = (lse, loss, valid) with loss = lse - x[label]; with label smoothing e > 0 (the
+//     captioning loss, KL(smoothed one-hot || softmax): target 1 - e, every other word e/(V-1)),
+//     loss = lse - (1-e) x[label] - e/(V-1) (sum(x) - x[label]) + sum q log q.
 //   ce_reduce: one workgroup; out = (sum loss, count, mean loss) in a fixed summation order.
-//   ce_bwd: per row: dx = (softmax(x) - onehot(label)) * dscale / count; ignored rows get 0.
+//   ce_bwd: per row: dx = (softmax(x) - q) * dscale / count, q the (smoothed) one-hot; ignored rows get 0.
+// e = 0 takes exactly the unsmoothed arithmetic (bit for bit what it was before smoothing existed).
 // Labels are i32; label == ignore or outside [0, vocab) counts as ignored.
 
 struct Params {
     rows: u32, vocab: u32, x_off: u32, l_off: u32,
     st_off: u32, out_off: u32, dx_off: u32, ignore: i32,
-    dscale: f32, _p0: u32, _p1: u32, _p2: u32,
+    dscale: f32, smoothing: f32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -41,13 +44,27 @@ fn ce_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     var s = 0.0;
     for (var j = t; j < p.vocab; j += WG) { s += exp(x[xb + j] - mx); }
     s = reduce(s, t, false);
+    var sx = 0.0;
+    if (p.smoothing > 0.0) {
+        for (var j = t; j < p.vocab; j += WG) { sx += x[xb + j]; }
+        sx = reduce(sx, t, false);
+    }
     if (t == 0u) {
         let lse = mx + log(s);
         let l = label_of(r);
         let o = p.st_off + 3u * r;
         stats[o] = lse;
         if (l >= 0) {
-            stats[o + 1u] = lse - x[xb + u32(l)];
+            let xl = x[xb + u32(l)];
+            if (p.smoothing > 0.0) {
+                let e = p.smoothing;
+                let eo = e / f32(max(p.vocab, 2u) - 1u);
+                // sum q log q, the constant that makes this Oscar's KL value (0 log 0 = 0)
+                let qlogq = select(0.0, (1.0 - e) * log(1.0 - e), e < 1.0) + e * log(eo);
+                stats[o + 1u] = lse - (1.0 - e) * xl - eo * (sx - xl) + qlogq;
+            } else {
+                stats[o + 1u] = lse - xl;
+            }
             stats[o + 2u] = 1.0;
         } else {
             stats[o + 1u] = 0.0;
@@ -88,9 +105,11 @@ fn ce_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
     let lse = stats[p.st_off + 3u * r];
     let g = p.dscale / max(out[p.out_off + 1u], 1.0);
+    let q_on = 1.0 - p.smoothing;
+    let q_off = select(0.0, p.smoothing / f32(max(p.vocab, 2u) - 1u), p.smoothing > 0.0);
     for (var j = t; j < p.vocab; j += WG) {
         var v = exp(x[xb + j] - lse);
-        if (j == u32(l)) { v -= 1.0; }
+        v -= select(q_off, q_on, j == u32(l));
         dx[db + j] = v * g;
     }
 }

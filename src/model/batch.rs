@@ -48,6 +48,9 @@ pub enum Labels {
     /// Flat positions (b * S + t) of the labelled tokens, padded to capacity with position 0 and
     /// label -1 (ignored); contrastive labels [B] (0 matched, 1 polluted tags, 2 polluted caption).
     Pretrain { mlm_pos: Vec<u32>, mlm_labels: Vec<i32>, contrast_labels: Vec<i32> },
+    /// Masked positions (b * S + t) and their labels (-1 ignored), padded to the shape's capacity:
+    /// the caption LM head.
+    Masked { positions: Vec<u32>, labels: Vec<i32> },
     /// One class per example (-1 ignored).
     Class(Vec<i32>),
     /// [examples, labels] soft targets in [0, 1].
@@ -108,7 +111,7 @@ impl Batch {
                 t.resize(t.len() + missing * per, 0.0)
             }
             Labels::Pretrain { contrast_labels, .. } => contrast_labels.resize(contrast_labels.len() + missing, -1),
-            Labels::None => {}
+            Labels::None | Labels::Masked { .. } => {}
         }
         have
     }

@@ -114,7 +114,7 @@ impl Decode {
         let mut step_inputs = EncoderInputs::new(&mut al, &ss, c, false)?;
         step_inputs.attention_mask = al.f32("attention_mask", b * 2 * slots)?;
         let step_acts = EncoderActs::new(&mut al, c, &ss, false, slots)?;
-        let step_head = HeadActs::Pretrain(PretrainActs::new(&mut al, c, &ss, false)?);
+        let step_head = HeadActs::Pretrain(PretrainActs::new(&mut al, c, &ss, false, true, 0.0)?);
         let step_index = al.u32("cache.step_index", b * 2)?;
         let kv = Kv { k: &k, v: &v, index: &step_index, slots, attend: true };
         let x = Ctx { gpu, c, s: ss, p: params, inp: &step_inputs, a: &step_acts, ph: 0.0, pa: 0.0, prec, split: None, kv: Some(kv) };

@@ -47,7 +47,7 @@ pub struct Step {
 fn split_scratch(c: &Config, s: &Shape, head: &Head) -> usize {
     let (h, f, rows, m) = (c.hidden_size, c.intermediate_size, s.rows(), s.masked);
     let mut shapes = vec![(rows, h, h), (rows, h, f), (rows, f, h), (s.batch * s.regions, c.img_feature_dim, h), (s.batch, h, h)];
-    if *head == Head::Pretrain {
+    if matches!(head, Head::Pretrain | Head::CaptionLm { .. }) {
         shapes.extend([(m, h, h), (m, h, c.vocab_size), (s.batch, h, c.num_contrast_classes)]);
     }
     shapes.iter().map(|&(r, i, o)| Linear::new(r, i, o).split_scratch()).max().unwrap_or(0)
@@ -68,7 +68,11 @@ impl Step {
         prec: Precision,
     ) -> Result<Step> {
         crate::ensure_shape!("plan", s.batch > 0 && s.text > 0, "batch and text must be positive: {s:?}");
-        crate::ensure_shape!("plan", *head != Head::Pretrain || s.masked > 0, "the pre-training head needs a masked capacity: {s:?}");
+        crate::ensure_shape!(
+            "plan",
+            !matches!(head, Head::Pretrain | Head::CaptionLm { .. }) || s.masked > 0,
+            "a masked-token head needs a masked capacity: {s:?}"
+        );
         crate::ensure_shape!(
             "plan",
             s.batch % head.seqs_per_example() == 0,

@@ -18,11 +18,11 @@ struct Params {
     dx_off: u32,
     ignore: i32,
     dscale: f32,
-    _p0: u32,
+    smoothing: f32,
     _p1: u32,
     _p2: u32,
 }
-super::uniform_layout!(Params { rows, vocab, x_off, l_off, st_off, out_off, dx_off, ignore, dscale, _p0, _p1, _p2 });
+super::uniform_layout!(Params { rows, vocab, x_off, l_off, st_off, out_off, dx_off, ignore, dscale, smoothing, _p1, _p2 });
 
 const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite, Access::ReadWrite];
 
@@ -33,6 +33,9 @@ pub struct CrossEntropy {
     pub rows: usize,
     pub vocab: usize,
     pub ignore_index: i32,
+    /// Label smoothing e in [0, 1): the target is 1 - e, every other class e/(V-1), and the loss
+    /// is KL(target || softmax) as Oscar's captioning loss; 0 is plain cross-entropy.
+    pub smoothing: f32,
 }
 
 impl CrossEntropy {
@@ -50,6 +53,7 @@ impl CrossEntropy {
             st_off: stats.off(),
             out_off: out.off(),
             ignore: self.ignore_index,
+            smoothing: self.smoothing,
             ..Default::default()
         })
     }
@@ -90,6 +94,22 @@ pub mod cpu {
     }
     /// Mean loss over valid rows (0 when none).
     pub fn forward(logits: &[f32], labels: &[i32], vocab: usize, ignore: i32) -> f64 {
+        forward_smoothed(logits, labels, vocab, ignore, 0.0)
+    }
+    /// The smoothed target q (1 - e on the label, e/(V-1) elsewhere) of one row.
+    fn target(l: usize, vocab: usize, e: f64) -> impl Fn(usize) -> f64 {
+        move |j| {
+            if j == l {
+                1.0 - e
+            } else if e > 0.0 {
+                e / (vocab.max(2) - 1) as f64
+            } else {
+                0.0
+            }
+        }
+    }
+    /// Mean over valid rows of KL(q || softmax) = sum_j q_j (log q_j - log p_j), 0 log 0 = 0.
+    pub fn forward_smoothed(logits: &[f32], labels: &[i32], vocab: usize, ignore: i32, e: f32) -> f64 {
         let (mut s, mut c) = (0f64, 0f64);
         for (row, &l) in logits.chunks(vocab).zip(labels) {
             if !valid(l, ignore, vocab) {
@@ -97,12 +117,16 @@ pub mod cpu {
             }
             let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
             let lse = mx + row.iter().map(|v| (*v as f64 - mx).exp()).sum::<f64>().ln();
-            s += lse - row[l as usize] as f64;
+            let q = target(l as usize, vocab, e as f64);
+            s += (0..vocab).map(|j| if q(j) > 0.0 { q(j) * (q(j).ln() - (row[j] as f64 - lse)) } else { 0.0 }).sum::<f64>();
             c += 1.0;
         }
         s / c.max(1.0)
     }
     pub fn backward(logits: &[f32], labels: &[i32], vocab: usize, ignore: i32, dscale: f32) -> Vec<f32> {
+        backward_smoothed(logits, labels, vocab, ignore, dscale, 0.0)
+    }
+    pub fn backward_smoothed(logits: &[f32], labels: &[i32], vocab: usize, ignore: i32, dscale: f32, e: f32) -> Vec<f32> {
         let count = labels.iter().filter(|&&l| valid(l, ignore, vocab)).count().max(1) as f64;
         let mut d = vec![0f32; logits.len()];
         for ((row, &l), dr) in logits.chunks(vocab).zip(labels).zip(d.chunks_mut(vocab)) {
@@ -111,8 +135,9 @@ pub mod cpu {
             }
             let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
             let z: f64 = row.iter().map(|v| (*v as f64 - mx).exp()).sum();
+            let q = target(l as usize, vocab, e as f64);
             for (j, o) in dr.iter_mut().enumerate() {
-                let p = (row[j] as f64 - mx).exp() / z - if j == l as usize { 1.0 } else { 0.0 };
+                let p = (row[j] as f64 - mx).exp() / z - q(j);
                 *o = (p * dscale as f64 / count) as f32;
             }
         }
@@ -133,17 +158,21 @@ mod tests {
         let x = r.vec(4 * vocab, 3.0);
         let n = numeric_grad(&x, 1e-3, |v| cpu::forward(v, &labels, vocab, -1));
         assert_close("ce fd", &cpu::backward(&x, &labels, vocab, -1, 1.0), &n, 1e-4, 1e-3);
+        let n = numeric_grad(&x, 1e-3, |v| cpu::forward_smoothed(v, &labels, vocab, -1, 0.1));
+        assert_close("smoothed ce fd", &cpu::backward_smoothed(&x, &labels, vocab, -1, 1.0, 0.1), &n, 1e-4, 1e-3);
+        // smoothing moves the loss: the test would not see a kernel that ignores it
+        assert!((cpu::forward_smoothed(&x, &labels, vocab, -1, 0.1) - cpu::forward(&x, &labels, vocab, -1)).abs() > 1e-3);
     }
 
     #[test]
     fn gpu_matches_cpu_at_bert_vocabulary() {
         let g = gpu();
         let mut r = Rng::new(51);
-        for &(rows, vocab) in &[(1usize, 1usize), (5, 7), (9, 30522)] {
+        for &(rows, vocab, e) in &[(1usize, 1usize, 0.0f32), (5, 7, 0.0), (9, 30522, 0.0), (5, 7, 0.1), (9, 30522, 0.1)] {
             let x = r.vec(rows * vocab, 8.0);
             // one ignored row (-1), the rest in range
             let labels: Vec<i32> = (0..rows).map(|i| if i == 1 { -1 } else { r.below(vocab) as i32 }).collect();
-            let ce = CrossEntropy { rows, vocab, ignore_index: -1 };
+            let ce = CrossEntropy { rows, vocab, ignore_index: -1, smoothing: e };
             let xt = g.upload_f32("logits", &[rows, vocab], &x).unwrap();
             let lt = g.upload_i32("labels", &[rows], &labels).unwrap();
             let st = g.zeros("stats", &[rows, 3], DType::F32).unwrap();
@@ -153,11 +182,11 @@ mod tests {
             list.push(ce.backward(g, &xt, &lt, &st, &out, &dx, 2.0).unwrap());
             g.run(&list).unwrap();
             let got = g.read_f32(&out).unwrap();
-            let want = cpu::forward(&x, &labels, vocab, -1);
+            let want = cpu::forward_smoothed(&x, &labels, vocab, -1, e);
             let valid = labels.iter().filter(|&&l| l >= 0).count();
             assert_eq!(got[1] as usize, valid, "count of valid rows");
             assert!((got[2] as f64 - want).abs() < 1e-4 * want.abs().max(1.0), "loss {} vs {want}", got[2]);
-            assert_close("ce dlogits", &g.read_f32(&dx).unwrap(), &cpu::backward(&x, &labels, vocab, -1, 2.0), 1e-6, 1e-4);
+            assert_close("ce dlogits", &g.read_f32(&dx).unwrap(), &cpu::backward_smoothed(&x, &labels, vocab, -1, 2.0, e), 1e-6, 1e-4);
         }
     }
 }

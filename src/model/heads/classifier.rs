@@ -59,7 +59,7 @@ impl ClassifierActs {
                 let acts = op.acts(al.gpu)?;
                 (Layer::Pair { op, acts }, 2, ClassLoss::CrossEntropy)
             }
-            Head::Pretrain => return Err(Error::Other("not a classifier head".into())),
+            Head::Pretrain | Head::CaptionLm { .. } => return Err(Error::Other("not a classifier head".into())),
         };
         let soft = loss == ClassLoss::SoftBce;
         Ok(ClassifierActs {
@@ -126,9 +126,13 @@ pub fn forward(x: &HeadCtx, a: &ClassifierActs, v: &mut Vec<Dispatch>) -> Result
     }
     let out = a.losses.view(0, &[3])?;
     match a.loss {
-        ClassLoss::CrossEntropy => {
-            v.extend(CrossEntropy { rows: a.examples, vocab: a.classes, ignore_index: -1 }.forward(g, &a.logits, &a.labels, &a.loss_scratch, &out)?)
-        }
+        ClassLoss::CrossEntropy => v.extend(CrossEntropy { rows: a.examples, vocab: a.classes, ignore_index: -1, smoothing: 0.0 }.forward(
+            g,
+            &a.logits,
+            &a.labels,
+            &a.loss_scratch,
+            &out,
+        )?),
         ClassLoss::SoftBce => v.extend(bce::forward(g, &a.logits, &a.labels, &a.loss_scratch, &a.losses, 2, 1.0 / a.examples as f32)?),
     }
     Ok(())
@@ -151,7 +155,7 @@ pub fn backward(
     let at = v.len();
     let lg = match a.loss {
         ClassLoss::CrossEntropy => {
-            v.push(CrossEntropy { rows: a.examples, vocab: a.classes, ignore_index: -1 }.backward(
+            v.push(CrossEntropy { rows: a.examples, vocab: a.classes, ignore_index: -1, smoothing: 0.0 }.backward(
                 g,
                 &a.logits,
                 &a.labels,

@@ -4,6 +4,7 @@
 //! - `Pretrain`: masked-token + 2- or 3-way contrastive (pre-training);
 //! - `Classifier`: dropout → Linear(H, n) on pooled [CLS], cross-entropy on a hard label
 //!   (retrieval n = 2, GQA) or BCE on soft targets summed over labels, averaged over the batch (VQA);
+//! - `CaptionLm`: the masked-token head alone at chosen positions, label-smoothed (captioning);
 //! - `Pair`: NLVR2, two sequences per example, pooled outputs side by side → the pair MLP → 2-way CE.
 //!
 //! `ops` holds the classifier and pair layers' forward/backward kernels lists (tested against finite
@@ -33,6 +34,11 @@ pub enum Head {
         loss: ClassLoss,
         #[serde(default)]
         dropout: f32,
+    },
+    /// Captioning: the masked-token head at chosen positions (seq2seq mask), label-smoothed CE.
+    CaptionLm {
+        #[serde(default)]
+        label_smoothing: f32,
     },
     /// NLVR2: pooled outputs of two sequences → Linear(2H, scale·H) → ReLU → [LN] → Linear(·, 2).
     Pair {
@@ -68,7 +74,8 @@ impl Head {
     /// Parameter names and shapes of the head, in the order they are laid out.
     pub fn specs(&self, c: &Config) -> Vec<(String, Vec<usize>)> {
         match self {
-            Head::Pretrain => pretrain::specs(c),
+            Head::Pretrain => pretrain::specs(c, true),
+            Head::CaptionLm { .. } => pretrain::specs(c, false),
             Head::Classifier { labels, .. } => classifier::specs(c, *labels),
             Head::Pair { scale, .. } => ops::PairHead {
                 pairs: 1,
@@ -99,6 +106,7 @@ impl Head {
     pub fn name(&self) -> String {
         match self {
             Head::Pretrain => "pre-training (masked-token + contrastive)".into(),
+            Head::CaptionLm { label_smoothing } => format!("caption LM (masked-token, label smoothing {label_smoothing})"),
             Head::Classifier { labels, loss, .. } => format!("classifier ({labels} labels, {loss:?})"),
             Head::Pair { scale, .. } => format!("pair (NLVR2, scale {scale})"),
         }
@@ -121,7 +129,8 @@ pub enum HeadActs {
 impl HeadActs {
     pub fn new(al: &mut Alloc, head: &Head, c: &Config, s: &Shape, train: bool) -> Result<HeadActs> {
         Ok(match head {
-            Head::Pretrain => HeadActs::Pretrain(pretrain::PretrainActs::new(al, c, s, train)?),
+            Head::Pretrain => HeadActs::Pretrain(pretrain::PretrainActs::new(al, c, s, train, true, 0.0)?),
+            Head::CaptionLm { label_smoothing } => HeadActs::Pretrain(pretrain::PretrainActs::new(al, c, s, train, false, *label_smoothing)?),
             Head::Classifier { .. } | Head::Pair { .. } => HeadActs::Classifier(classifier::ClassifierActs::new(al, head, c, s, train)?),
         })
     }

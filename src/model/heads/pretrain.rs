@@ -13,18 +13,22 @@ use crate::ops::matmul::Act;
 use crate::ops::{elementwise, layernorm};
 use crate::{Error, Result};
 
-/// Parameter names and shapes, as Oscar's `BertImgForPreTraining` names them.
-pub fn specs(c: &Config) -> Vec<(String, Vec<usize>)> {
+/// Parameter names and shapes, as Oscar's `BertImgForPreTraining` names them; without
+/// `contrastive`, the masked-token head alone (Oscar's `BertForImageCaptioning`).
+pub fn specs(c: &Config, contrastive: bool) -> Vec<(String, Vec<usize>)> {
     let h = c.hidden_size;
-    vec![
+    let mut v: Vec<(String, Vec<usize>)> = vec![
         ("cls.predictions.transform.dense.weight".into(), vec![h, h]),
         ("cls.predictions.transform.dense.bias".into(), vec![h]),
         ("cls.predictions.transform.LayerNorm.weight".into(), vec![h]),
         ("cls.predictions.transform.LayerNorm.bias".into(), vec![h]),
         ("cls.predictions.bias".into(), vec![c.vocab_size]),
-        ("cls.seq_relationship.weight".into(), vec![c.num_contrast_classes, h]),
-        ("cls.seq_relationship.bias".into(), vec![c.num_contrast_classes]),
-    ]
+    ];
+    if contrastive {
+        v.push(("cls.seq_relationship.weight".into(), vec![c.num_contrast_classes, h]));
+        v.push(("cls.seq_relationship.bias".into(), vec![c.num_contrast_classes]));
+    }
+    v
 }
 
 pub struct PretrainActs {
@@ -48,6 +52,10 @@ pub struct PretrainActs {
     /// [mlm sum, mlm count, mlm mean, -, con sum, con count, con mean, -]
     pub losses: Tensor,
     pub grads: Option<PretrainGrads>,
+    /// False for the caption LM head: the masked-token head alone.
+    pub contrastive: bool,
+    /// Label smoothing of the masked-token loss (the caption LM head; 0 in pre-training).
+    pub smoothing: f32,
 }
 
 pub struct PretrainGrads {
@@ -59,8 +67,10 @@ pub struct PretrainGrads {
 }
 
 impl PretrainActs {
-    pub fn new(al: &mut Alloc, c: &Config, s: &Shape, train: bool) -> Result<PretrainActs> {
-        let (h, v, m, b) = (c.hidden_size, c.vocab_size, s.masked, s.batch);
+    /// `contrastive` false gives the caption LM head (masked tokens only, smoothed by `smoothing`).
+    pub fn new(al: &mut Alloc, c: &Config, s: &Shape, train: bool, contrastive: bool, smoothing: f32) -> Result<PretrainActs> {
+        let (h, v, m) = (c.hidden_size, c.vocab_size, s.masked);
+        let b = if contrastive { s.batch } else { 1 };
         let k = c.num_contrast_classes;
         Ok(PretrainActs {
             mlm_pos: al.u32("mlm_pos", m)?,
@@ -88,16 +98,23 @@ impl PretrainActs {
             } else {
                 None
             },
+            contrastive,
+            smoothing,
         })
     }
 
     pub fn upload(&self, gpu: &Gpu, s: &Shape, c: &Config, l: &Labels) -> Result<()> {
-        let Labels::Pretrain { mlm_pos, mlm_labels, contrast_labels } = l else {
-            return Err(Error::Shape { op: "batch", msg: "the pre-training head needs masked-token and contrastive labels".into() });
+        let none = Vec::new();
+        let (mlm_pos, mlm_labels, contrast_labels) = match (l, self.contrastive) {
+            (Labels::Pretrain { mlm_pos, mlm_labels, contrast_labels }, true) => (mlm_pos, mlm_labels, contrast_labels),
+            (Labels::Masked { positions, labels }, false) => (positions, labels, &none),
+            (_, true) => return Err(Error::Shape { op: "batch", msg: "the pre-training head needs masked-token and contrastive labels".into() }),
+            (_, false) => return Err(Error::Shape { op: "batch", msg: "the caption LM head needs masked positions and their labels".into() }),
         };
+        let n_con = if self.contrastive { s.batch } else { 0 };
         let bad = |m: String| Err(Error::Shape { op: "batch", msg: m });
         for (n, got, want) in
-            [("mlm_pos", mlm_pos.len(), s.masked), ("mlm_labels", mlm_labels.len(), s.masked), ("contrast_labels", contrast_labels.len(), s.batch)]
+            [("mlm_pos", mlm_pos.len(), s.masked), ("mlm_labels", mlm_labels.len(), s.masked), ("contrast_labels", contrast_labels.len(), n_con)]
         {
             if got != want {
                 return bad(format!("{n} has {got} values, shape {s:?} needs {want}"));
@@ -114,7 +131,9 @@ impl PretrainActs {
         }
         gpu.write_u32(&self.mlm_pos, mlm_pos)?;
         gpu.write_i32(&self.mlm_labels, mlm_labels)?;
-        gpu.write_i32(&self.contrast_labels, contrast_labels)?;
+        if self.contrastive {
+            gpu.write_i32(&self.contrast_labels, contrast_labels)?;
+        }
         if let Some(ix) = &self.mlm_grad_index {
             gpu.write_u32(ix, &EmbeddingGradIndex::build(mlm_pos, s.rows())?)?;
         }
@@ -125,18 +144,13 @@ impl PretrainActs {
 pub fn forward(x: &HeadCtx, a: &PretrainActs, v: &mut Vec<Dispatch>) -> Result<()> {
     let (g, c) = (x.e.gpu, x.e.c);
     let (b, h, m) = (x.e.s.batch, x.e.h(), x.e.s.masked);
-    let cls = x.e.lin(b, h, c.num_contrast_classes);
-    v.push(cls.forward(
-        g,
-        x.pooled,
-        &x.e.w("cls.seq_relationship.weight")?,
-        Some(&x.e.w("cls.seq_relationship.bias")?),
-        &a.contrast_logits,
-        Act::None,
-        None,
-    )?);
-    let ce = CrossEntropy { rows: b, vocab: c.num_contrast_classes, ignore_index: -1 };
-    v.extend(ce.forward(g, &a.contrast_logits, &a.contrast_labels, &a.contrast_ce_stats, &a.losses.view(4, &[3])?)?);
+    if a.contrastive {
+        let cls = x.e.lin(b, h, c.num_contrast_classes);
+        let (w, bias) = (x.e.w("cls.seq_relationship.weight")?, x.e.w("cls.seq_relationship.bias")?);
+        v.push(cls.forward(g, x.pooled, &w, Some(&bias), &a.contrast_logits, Act::None, None)?);
+        let ce = CrossEntropy { rows: b, vocab: c.num_contrast_classes, ignore_index: -1, smoothing: 0.0 };
+        v.extend(ce.forward(g, &a.contrast_logits, &a.contrast_labels, &a.contrast_ce_stats, &a.losses.view(4, &[3])?)?);
+    }
     // masked-token head at the labelled positions only
     v.push(embedding::gather(g, &a.mlm_pos, x.hidden, &a.mlm_hidden, m, x.e.rows(), h, false)?);
     let tr = x.e.lin(m, h, h);
@@ -171,7 +185,7 @@ pub fn forward(x: &HeadCtx, a: &PretrainActs, v: &mut Vec<Dispatch>) -> Result<(
         Act::None,
         None,
     )?);
-    let ce = CrossEntropy { rows: m, vocab: c.vocab_size, ignore_index: -1 };
+    let ce = CrossEntropy { rows: m, vocab: c.vocab_size, ignore_index: -1, smoothing: a.smoothing };
     v.extend(ce.forward(g, &a.mlm_logits, &a.mlm_labels, &a.mlm_ce_stats, &a.losses.view(0, &[3])?)?);
     Ok(())
 }
@@ -191,7 +205,7 @@ pub fn backward(
     let d = a.grads.as_ref().expect("a Train plan has head gradients");
     let w = |n: &str| x.e.w(n);
     v.push(elementwise::fill(g, dhid, 0.0)?);
-    let ce = CrossEntropy { rows: m, vocab: c.vocab_size, ignore_index: -1 };
+    let ce = CrossEntropy { rows: m, vocab: c.vocab_size, ignore_index: -1, smoothing: a.smoothing };
     let mut loss_grads = vec![(v.len(), LossGrad::CrossEntropy)];
     v.push(ce.backward(g, &a.mlm_logits, &a.mlm_labels, &a.mlm_ce_stats, &a.losses.view(0, &[3])?, &d.d_mlm_logits, scale)?);
     let dec = x.e.lin(m, h, c.vocab_size);
@@ -236,8 +250,13 @@ pub fn backward(
         x.e.split,
     )?);
     v.push(embedding::scatter_add(g, a.mlm_grad_index.as_ref().expect("Train"), &d.d_mlm_hidden, dhid, m, x.e.rows(), h)?);
-    // contrastive head; the pooler's backward is the encoder's
-    let ce = CrossEntropy { rows: b, vocab: c.num_contrast_classes, ignore_index: -1 };
+    // contrastive head; the pooler's backward is the encoder's (with no contrastive head the
+    // pooled output does not reach the loss: its gradient is zero)
+    if !a.contrastive {
+        v.push(elementwise::fill(g, dpooled, 0.0)?);
+        return Ok(loss_grads);
+    }
+    let ce = CrossEntropy { rows: b, vocab: c.num_contrast_classes, ignore_index: -1, smoothing: 0.0 };
     loss_grads.push((v.len(), LossGrad::CrossEntropy));
     v.push(ce.backward(g, &a.contrast_logits, &a.contrast_labels, &a.contrast_ce_stats, &a.losses.view(4, &[3])?, &d.d_contrast_logits, scale)?);
     let cls = x.e.lin(b, h, c.num_contrast_classes);
