@@ -55,7 +55,7 @@ pub fn embed_many(
             b.img.extend(regions.unwrap_or(&[]));
             b.mask.extend((0..sq).map(|j| (j < t || j >= text) as u32 as f32));
         }
-        b.pad_to(&shape, c);
+        b.pad_to(&shape, c.img_feature_dim);
         step.upload(gpu, c, &b)?;
         gpu.run(&step.forward)?;
         let (all, pooled) = (gpu.read_f32(step.hidden())?, gpu.read_f32(step.pooled())?);

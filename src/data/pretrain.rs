@@ -17,6 +17,8 @@ pub struct PretrainData {
     pub feature_dim: usize,
     /// Per image: tag ids, split.
     pub images: Vec<(Vec<u32>, String)>,
+    /// Per image: its id.
+    pub ids: Vec<String>,
     /// Per image: its entry in `features` (regions [r, D], read when a batch needs them).
     pub feature_of: Vec<usize>,
     /// The store's region features, memory-mapped.
@@ -46,6 +48,7 @@ impl PretrainData {
         let mut index = HashMap::new();
         let mut imgs = Vec::with_capacity(images.len());
         let mut feature_of = Vec::with_capacity(images.len());
+        let mut ids = Vec::with_capacity(images.len());
         for (line, im) in &images {
             let f = features
                 .entry(&im.id)
@@ -54,6 +57,7 @@ impl PretrainData {
                 return Err(Error::Other(format!("{}:{line}: image '{}' repeats line {l0}", ip.display(), im.id)));
             }
             feature_of.push(f);
+            ids.push(im.id.clone());
             imgs.push((tok.encode(&im.tags)?, im.split.clone()));
         }
         let mut captions = Vec::with_capacity(caps.len());
@@ -66,7 +70,12 @@ impl PretrainData {
             by_image[im].push(captions.len());
             captions.push((im, tok.encode(&c.caption)?));
         }
-        Ok(PretrainData { feature_dim: features.dim(), images: imgs, feature_of, features, captions, by_image })
+        Ok(PretrainData { feature_dim: features.dim(), images: imgs, ids, feature_of, features, captions, by_image })
+    }
+
+    /// Image index by id.
+    pub fn image_index(&self) -> HashMap<&str, usize> {
+        self.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect()
     }
 
     /// Caption indices of one split.

@@ -84,7 +84,7 @@ impl Batch {
 
     /// Pads a batch of fewer than `s.batch` sequences with inert ones ([CLS]-only, label ignored)
     /// so a plan made for B runs a final partial batch; returns how many were real.
-    pub fn pad_to(&mut self, s: &Shape, c: &Config) -> usize {
+    pub fn pad_to(&mut self, s: &Shape, feature_dim: usize) -> usize {
         let have = self.sequences(s);
         let missing = s.batch.saturating_sub(have);
         let per_mask = s.mask_len() / s.batch;
@@ -92,7 +92,7 @@ impl Batch {
             self.input_ids.extend(std::iter::repeat(0).take(s.text));
             self.type_ids.extend(std::iter::repeat(0).take(s.text));
             self.pos_ids.extend(std::iter::repeat(0).take(s.text));
-            self.img.extend(std::iter::repeat(0.0).take(s.regions * c.img_feature_dim));
+            self.img.extend(std::iter::repeat(0.0).take(s.regions * feature_dim));
             let mut m = vec![0.0; per_mask];
             // attend to the first token only, so the padding rows stay finite
             if s.mask3d {

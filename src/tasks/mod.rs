@@ -1,9 +1,13 @@
 //! Tasks: what the one trainer (train::trainer) and evaluation drive. A task owns its data, its
 //! batch builder, its head and its metrics; batches are pure functions of an RNG so a run resumes
 //! bit for bit.
+pub mod nlvr2;
 pub mod pretrain;
+pub mod qa;
 pub mod retrieval;
 
+use crate::data::pretrain::PretrainData;
+use crate::data::{Tok, Truncation};
 use crate::gpu::Gpu;
 use crate::model::{Batch, Config, Head, Shape, Step};
 use crate::util::Rng;
@@ -24,6 +28,34 @@ pub trait Task {
     fn evaluate(&self, gpu: &Gpu, c: &Config, step: &Step, seed: u64, batches: usize) -> Result<Vec<(String, f32)>>;
     /// Title of the loss plot.
     fn title(&self) -> &'static str;
+    /// Extra files for the saved model directory (e.g. the answer vocabulary): (name, contents).
+    fn model_files(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+/// An empty batch of `n` sequences of shape `s` (all masked out) to fill with `push_sequence`;
+/// `Batch::pad_to` then completes a partial one.
+pub fn empty_batch(s: &Shape, feature_dim: usize, n: usize) -> Batch {
+    Batch { img: vec![0.0; n * s.regions * feature_dim], mask: vec![0.0; n * s.seq()], ..Default::default() }
+}
+
+/// Writes sequence `bi` of `b`: `[CLS] a [SEP] (b [SEP])` padded to the shape's text length, then
+/// the regions of image `img` (up to the shape's region slots), with its attention mask row.
+pub fn push_sequence(b: &mut Batch, s: &Shape, bi: usize, tok: &Tok, text_a: &[u32], text_b: Option<&[u32]>, data: &PretrainData, img: usize) {
+    let (sq, d) = (s.seq(), data.feature_dim);
+    let x = tok.oscar_text(text_a, text_b, s.text, Truncation::Pair);
+    for t in 0..s.text {
+        let real = t < x.ids.len();
+        b.input_ids.push(if real { x.ids[t] } else { tok.pad });
+        b.type_ids.push(if real { x.types[t] } else { 0 });
+        b.pos_ids.push(t as u32);
+        b.mask[bi * sq + t] = real as u32 as f32;
+    }
+    let r = data.features.read_into(data.feature_of[img], &mut b.img[bi * s.regions * d..(bi + 1) * s.regions * d]);
+    for k in 0..r {
+        b.mask[bi * sq + s.text + k] = 1.0;
+    }
 }
 
 /// Sum of the loss parts read from a losses buffer.

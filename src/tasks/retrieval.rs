@@ -5,7 +5,7 @@
 //! Positives and negatives form one batch of 2 × batch sequences. Validation: pair accuracy.
 use super::Task;
 use crate::data::pretrain::PretrainData;
-use crate::data::{Tok, Truncation};
+use crate::data::Tok;
 use crate::gpu::Gpu;
 use crate::model::heads::HeadActs;
 use crate::model::{Batch, ClassLoss, Config, Head, Labels, Shape, Step};
@@ -51,29 +51,15 @@ impl<'a> Retrieval<'a> {
         }
     }
 
-    /// Appends one sequence: caption ids, tag ids and the regions of image `img`.
+    /// Writes sequence `bi`: caption ids, tag ids and the regions of image `img`.
     fn push(&self, b: &mut Batch, bi: usize, caption: &[u32], tags: &[u32], img: usize) {
-        let s = self.shape();
-        let (sq, d) = (s.seq(), self.data.feature_dim);
-        let x = self.tok.oscar_text(caption, Some(tags), s.text, Truncation::Pair);
-        for t in 0..s.text {
-            let real = t < x.ids.len();
-            b.input_ids.push(if real { x.ids[t] } else { self.tok.pad });
-            b.type_ids.push(if real { x.types[t] } else { 0 });
-            b.pos_ids.push(t as u32);
-            b.mask[bi * sq + t] = real as u32 as f32;
-        }
-        let r = self.data.features.read_into(self.data.feature_of[img], &mut b.img[bi * s.regions * d..(bi + 1) * s.regions * d]);
-        for k in 0..r {
-            b.mask[bi * sq + s.text + k] = 1.0;
-        }
+        super::push_sequence(b, &self.shape(), bi, self.tok, caption, Some(tags), self.data, img);
     }
 
     /// `positives` positives followed by their negatives, from captions in `pool`.
     fn batch_from(&self, pool: &[usize], rng: &mut Rng) -> Batch {
         let s = self.shape();
-        let d = self.data.feature_dim;
-        let mut b = Batch { img: vec![0.0; s.batch * s.regions * d], mask: vec![0.0; s.rows()], ..Default::default() };
+        let mut b = super::empty_batch(&s, self.data.feature_dim, s.batch);
         let picks: Vec<usize> = (0..self.positives).map(|_| pool[rng.below(pool.len())]).collect();
         for (i, &ci) in picks.iter().enumerate() {
             let (im, ref cap) = self.data.captions[ci];

@@ -13,10 +13,18 @@ pub fn parse_precision(s: &str) -> Result<Precision, String> {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct TrainArgs {
-    /// What to train: pretrain (masked-token + contrastive) or retrieval (image-text matching, a
-    /// 2-way classifier on pooled [CLS]).
-    #[arg(long, default_value = "pretrain", value_parser = ["pretrain", "retrieval"])]
+    /// What to train: pretrain (masked-token + contrastive), retrieval (image-text matching, a
+    /// 2-way classifier on pooled [CLS]), vqa (soft-score BCE over an answer vocabulary), gqa
+    /// (cross-entropy on the answer), nlvr2 (a statement about two images, the pair head).
+    #[arg(long, default_value = "pretrain", value_parser = ["pretrain", "retrieval", "vqa", "gqa", "nlvr2"])]
     pub task: String,
+    /// VQA/GQA: answers seen fewer times than this in the training split are left out of the
+    /// answer vocabulary.
+    #[arg(long, default_value_t = 1)]
+    pub min_answer_count: usize,
+    /// NLVR2: width of the pair MLP's hidden layer, in multiples of the hidden size (Oscar-B 3).
+    #[arg(long, default_value_t = 3)]
+    pub pair_scale: usize,
     /// tiny | base | large | path to a BERT/Oscar config.json (or its directory). Default: the
     /// config.json of an --init model directory, else tiny.
     #[arg(long)]

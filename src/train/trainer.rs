@@ -94,7 +94,11 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
     let task: Box<dyn Task + '_> = match a.task.as_str() {
         "pretrain" => Box::new(tasks::pretrain::Pretrain::new(&data, &tok, a.batch_size, a.text_len, a.regions, a.three_way, cfg_vocab(preset, &cfg, &tok))?),
         "retrieval" => Box::new(tasks::retrieval::Retrieval::new(&data, &tok, a.batch_size, a.text_len, a.regions, a.head_dropout)?),
-        t => return Err(Error::Other(format!("--task {t}: expected pretrain or retrieval"))),
+        "vqa" | "gqa" => {
+            Box::new(tasks::qa::Qa::load(&data_dir, &data, &tok, a.task == "vqa", None, a.min_answer_count, a.batch_size, a.text_len, a.regions, a.head_dropout)?)
+        }
+        "nlvr2" => Box::new(tasks::nlvr2::Nlvr2::load(&data_dir, &data, &tok, a.batch_size, a.text_len, a.regions, a.pair_scale, a.head_dropout)?),
+        t => return Err(Error::Other(format!("--task {t}: expected pretrain, retrieval, vqa, gqa or nlvr2"))),
     };
     if preset {
         // a preset adapts to the data: its vocabulary and feature width
@@ -318,7 +322,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
     }
     bar.finish();
     summary.seq_per_s = if total_time > 0.0 { total_seqs as f64 / total_time } else { 0.0 };
-    finish(gpu, a, cfg, head, &params, tok, task.title(), &summary)?;
+    finish(gpu, a, cfg, head, &params, tok, task.title(), &task.model_files(), &summary)?;
     Ok(summary)
 }
 
@@ -342,7 +346,7 @@ fn keep_metrics_until(path: &Path, step: usize) -> Result<String> {
 }
 
 /// The model directory (for the applications and as `--init`) and the loss curve.
-fn finish(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, params: &ParamSet, tok: &Tok, title: &str, s: &Summary) -> Result<()> {
+fn finish(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, params: &ParamSet, tok: &Tok, title: &str, files: &[(String, String)], s: &Summary) -> Result<()> {
     let mdir = a.out.join("model");
     let mut meta = std::collections::HashMap::new();
     meta.insert("step".into(), a.steps.to_string());
@@ -351,6 +355,9 @@ fn finish(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, params: &ParamSet
     let head_json = serde_json::to_string_pretty(head).map_err(|e| Error::Other(e.to_string()))?;
     crate::util::atomic_write(&mdir.join("head.json"), head_json.as_bytes()).map_err(|e| Error::Other(e.to_string()))?;
     tok.save(&mdir.join("tokenizer.json"))?;
+    for (name, body) in files {
+        crate::util::atomic_write(&mdir.join(name), body.as_bytes()).map_err(|e| Error::Other(format!("{}: {e}", mdir.join(name).display())))?;
+    }
     let mut series = vec![("loss".to_string(), s.losses.iter().map(|x| (x.0 as f64, x.1 as f64)).collect::<Vec<_>>())];
     if s.parts.len() > 1 {
         for (k, name) in s.parts.iter().enumerate() {
