@@ -1,4 +1,4 @@
-//! Downstream heads on the pooled [CLS] vector (oscar.md §3), forward and backward:
+//! The classifier and pair layers on the pooled [CLS] vector (docs/oscar.md §3), forward and backward:
 //! - `ClassifierHead`: dropout → Linear(H, n) — retrieval (n = 2), VQA (n = 3129, BCE scaled by
 //!   the number of answers) and GQA (n = #answers, CE). Parameters `classifier.weight/bias`.
 //! - `PairHead` (NLVR2): the pooled vectors of a pair's two sequences side by side [B, 2H] →
