@@ -24,28 +24,17 @@ pub fn skipped_loudly(test: &str, why: &str) {
     let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {why}\n");
 }
 
-/// Small deterministic generator (SplitMix64) so tests need no extra crate.
-pub struct Rng(u64);
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    pub fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
+/// The crate's one generator (util::Rng), plus the uniform vectors the op tests draw.
+pub use crate::util::Rng;
+
+pub trait UniformVec {
     /// Uniform in [-a, a].
-    pub fn vec(&mut self, n: usize, a: f32) -> Vec<f32> {
+    fn vec(&mut self, n: usize, a: f32) -> Vec<f32>;
+}
+
+impl UniformVec for Rng {
+    fn vec(&mut self, n: usize, a: f32) -> Vec<f32> {
         (0..n).map(|_| (self.uniform() * 2.0 - 1.0) * a).collect()
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
     }
 }
 
