@@ -33,6 +33,34 @@ enum Cmd {
     Bench(BenchCli),
     /// Import Oscar's released TSV features, label TSVs and captions into a store directory.
     Convert(ConvertArgs),
+    /// Turn a folder of PNG/JPEG images into a store without a detector: each image resized to a
+    /// square and cut into G×G patches, one region per patch (RGB pixels in [-1, 1] + 6 box numbers).
+    ConvertImages(ConvertImagesArgs),
+}
+
+#[derive(clap::Args)]
+struct ConvertImagesArgs {
+    /// Directory of .png / .jpg / .jpeg files (not recursed; other files are skipped); the image id is the file stem.
+    #[arg(long)]
+    images: PathBuf,
+    /// Store directory: created, or added to as one more split.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// Patches per side G (G² regions per image).
+    #[arg(long, default_value_t = vlp_engine::data::images::DEFAULT_GRID)]
+    grid: usize,
+    /// Side S of the square each image is resized to, a multiple of G (default G·8, so 8×8-pixel
+    /// patches; img_feature_dim = 3·(S/G)² + 6).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Tags: a JSON object {image id: "tag string"} or lines `id<TAB>tags`; without it tags are empty.
+    #[arg(long)]
+    tags: Option<PathBuf>,
+    /// Captions: JSON list or JSON lines of {image_id, caption}.
+    #[arg(long)]
+    captions: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -135,6 +163,21 @@ fn main() -> Result<()> {
         Cmd::Convert(a) => {
             let n = vlp_engine::data::convert::convert(&a.features, a.labels.as_deref(), &a.captions, &a.split, &a.out)?;
             println!("{}: {n} images (split {})", a.out.display(), a.split);
+            Ok(())
+        }
+        Cmd::ConvertImages(a) => {
+            let p = vlp_engine::data::images::Patches::new(a.grid, a.size)?;
+            let n = vlp_engine::data::images::convert_images(&a.images, &a.out, &a.split, p, a.tags.as_deref(), a.captions.as_deref())?;
+            println!(
+                "{}: {n} images (split {}), {} regions of {} features each ({}x{} patches of {} px)",
+                a.out.display(),
+                a.split,
+                p.regions(),
+                p.feature_dim(),
+                p.grid,
+                p.grid,
+                p.patch()
+            );
             Ok(())
         }
     }

@@ -10,7 +10,8 @@
 //! images, captions and feature files it keeps (this split's features go to a new file
 //! `features-<split>.safetensors`, see [`super::features`]); an image id already in the store is
 //! an error. The new store is built in a temporary directory next to it and moved into place,
-//! so a failed import leaves the store as it was.
+//! so a failed import leaves the store as it was. That part is [`add_to_store`], which the other
+//! importers (e.g. [`super::images`]) share.
 use super::features::{feature_files, FeatureStore};
 use super::store::write_features;
 use super::synth::{Caption, Image, Object};
@@ -112,7 +113,9 @@ pub fn read_label_tsv(file: &Path) -> Result<HashMap<String, (Vec<Object>, f32, 
     Ok(out)
 }
 
-fn read_captions(file: &Path) -> Result<Vec<Caption>> {
+/// Reads captions: a JSON list or JSON lines of {"image_id" (string or number), "caption"};
+/// malformed records and empty captions are errors naming file and line (or place in the list).
+pub fn read_captions(file: &Path) -> Result<Vec<Caption>> {
     let text = std::fs::read_to_string(file).map_err(|e| Error::Other(format!("{}: {e}", file.display())))?;
     let norm = |v: &serde_json::Value, n: usize| -> Result<Caption> {
         let id = match &v["image_id"] {
@@ -165,14 +168,36 @@ pub fn convert(features: &Path, labels: Option<&Path>, captions: &Path, split: &
     if let Some(c) = caps.iter().find(|c| !known.contains(c.image_id.as_str())) {
         return Err(Error::Other(format!("{}: caption for image '{}' which has no features in {}", captions.display(), c.image_id, features.display())));
     }
-    let images: Vec<Image> = rows
-        .iter()
-        .map(|(k, _, _)| {
-            let (objects, w, h) = labels.get(k).cloned().unwrap_or_default();
+    let new: Vec<NewImage> = rows
+        .into_iter()
+        .map(|(k, n, f)| {
+            let (objects, w, h) = labels.get(&k).cloned().unwrap_or_default();
             let tags = objects.iter().map(|o| o.class.as_str()).collect::<Vec<_>>().join(" ");
-            Image { id: k.clone(), split: split.to_string(), width: w, height: h, objects, tags }
+            let image = Image { id: k, split: split.to_string(), width: w, height: h, objects, tags };
+            NewImage { image, features: f, origin: format!("{}:{n}", features.display()) }
         })
         .collect();
+    add_to_store(out, split, new, &caps, dim)
+}
+
+/// One image for [`add_to_store`]: its record, its [regions, dim] features (row-major), and where
+/// it came from (a file, or file:line), which the store's errors about it name.
+pub struct NewImage {
+    pub image: Image,
+    pub features: Vec<f32>,
+    pub origin: String,
+}
+
+/// Adds one split to store `out`, or creates the store (see the module doc): `images` are
+/// appended to images.jsonl, `captions` to captions.jsonl (which is written only if it has a
+/// record), and the features go to a new feature file. Feature widths other than the store's and
+/// image ids already in the store are errors naming the image's origin. The store is built in a
+/// temporary directory next to `out` and moved into place, so on an error `out` is as it was.
+/// Returns the number of images added.
+pub fn add_to_store(out: &Path, split: &str, images: Vec<NewImage>, captions: &[Caption], dim: usize) -> Result<usize> {
+    let Some(first) = images.first() else {
+        return Err(Error::Other(format!("{}: no images to add (split {split})", out.display())));
+    };
     // an existing store: its images and feature files, which this split must not repeat
     let (ip, cp) = (out.join("images.jsonl"), out.join("captions.jsonl"));
     let existing = ip.exists();
@@ -181,15 +206,16 @@ pub fn convert(features: &Path, labels: Option<&Path>, captions: &Path, split: &
         let old: Vec<(usize, Image)> = super::store::read_jsonl_lines(&ip)?;
         let fs = FeatureStore::open_headers(out)?;
         if fs.dim() != dim {
-            return Err(bad(features, rows[0].1, format!("feature width {dim} differs from the store's ({}, in {})", fs.dim(), fs.describe())));
+            return Err(Error::Other(format!("{}: feature width {dim} differs from the store's ({}, in {})", first.origin, fs.dim(), fs.describe())));
         }
         let ids: HashMap<&str, usize> = old.iter().map(|(l, im)| (im.id.as_str(), *l)).collect();
-        for (k, n, _) in &rows {
+        for n in &images {
+            let k = &n.image.id;
             if let Some(l) = ids.get(k.as_str()) {
-                return Err(bad(features, *n, format!("image '{k}' is already in the store ({}:{l})", ip.display())));
+                return Err(Error::Other(format!("{}: image '{k}' is already in the store ({}:{l})", n.origin, ip.display())));
             }
             if fs.entry(k).is_some() {
-                return Err(bad(features, *n, format!("image '{k}' already has features in the store ({})", fs.describe())));
+                return Err(Error::Other(format!("{}: image '{k}' already has features in the store ({})", n.origin, fs.describe())));
             }
         }
         old_images = std::fs::read_to_string(&ip).map_err(io(&ip))?;
@@ -208,6 +234,11 @@ pub fn convert(features: &Path, labels: Option<&Path>, captions: &Path, split: &
             .find(|n| !out.join(n).exists())
             .unwrap()
     };
+    let (mut records, mut items) = (Vec::with_capacity(images.len()), Vec::with_capacity(images.len()));
+    for n in images {
+        items.push((n.image.id.clone(), n.features));
+        records.push(n.image);
+    }
     // build the new store next to the old one, then move it into place
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io(parent))?;
@@ -233,10 +264,12 @@ pub fn convert(features: &Path, labels: Option<&Path>, captions: &Path, split: &
                 }
             }
         }
-        let items: Vec<(String, Vec<f32>)> = rows.iter().map(|(k, _, f)| (k.clone(), f.clone())).collect();
         write_features(&tmp.join(&feat_name), &items, dim)?;
-        std::fs::write(tmp.join("images.jsonl"), jsonl_after(old_images.clone(), &images)?).map_err(io(&tmp))?;
-        std::fs::write(tmp.join("captions.jsonl"), jsonl_after(old_captions.clone(), &caps)?).map_err(io(&tmp))?;
+        std::fs::write(tmp.join("images.jsonl"), jsonl_after(old_images.clone(), &records)?).map_err(io(&tmp))?;
+        let caps = jsonl_after(old_captions.clone(), captions)?;
+        if !caps.is_empty() {
+            std::fs::write(tmp.join("captions.jsonl"), caps).map_err(io(&tmp))?;
+        }
         // a last check of the whole new store's feature index
         FeatureStore::open_headers(&tmp)?;
         Ok(())
@@ -266,7 +299,7 @@ pub fn convert(features: &Path, labels: Option<&Path>, captions: &Path, split: &
             return Err(io(out)(e));
         }
     }
-    Ok(images.len())
+    Ok(records.len())
 }
 
 #[cfg(test)]
