@@ -83,7 +83,7 @@ impl Batch {
     }
 
     /// Pads a batch of fewer than `s.batch` sequences with inert ones ([CLS]-only, label ignored)
-    /// so a plan made for B runs a final partial batch; returns how many were real.
+    /// so a plan made for B runs a final partial batch; returns how many sequences were real.
     pub fn pad_to(&mut self, s: &Shape, feature_dim: usize) -> usize {
         let have = self.sequences(s);
         let missing = s.batch.saturating_sub(have);
@@ -105,7 +105,11 @@ impl Batch {
             self.mask.extend(m);
         }
         match &mut self.labels {
-            Labels::Class(y) => y.resize(y.len() + missing, -1),
+            // one label per example; an example may be several sequences (NLVR2's pair)
+            Labels::Class(y) => {
+                let per = if y.is_empty() { 1 } else { (have / y.len()).max(1) };
+                y.resize(s.batch / per, -1)
+            }
             Labels::Soft(t) => {
                 let per = if have > 0 { t.len() / have } else { 0 };
                 t.resize(t.len() + missing * per, 0.0)
@@ -161,5 +165,26 @@ impl Batch {
             gpu.write_u32(t, &EmbeddingGradIndex::build(&self.type_ids, c.type_vocab_size)?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_batch_pads_sequences_and_labels_per_example() {
+        let c = Config { img_feature_dim: 3, ..Config::preset("tiny").unwrap() };
+        let s = Shape { batch: 6, text: 4, regions: 2, masked: 1, mask3d: false };
+        // 2 pair examples = 4 sequences of 6
+        let mut b = Batch { input_ids: vec![2; 16], type_ids: vec![0; 16], pos_ids: vec![0; 16], img: vec![0.5; 4 * 2 * 3], mask: vec![1.0; 4 * 6], labels: Labels::Class(vec![1, 0]) };
+        assert_eq!(b.pad_to(&s, 3), 4);
+        assert_eq!(b.labels, Labels::Class(vec![1, 0, -1]), "3 pair examples of 2 sequences each");
+        assert_eq!((b.input_ids.len(), b.img.len(), b.mask.len()), (24, 36, 36));
+        assert_eq!(&b.mask[24..30], &[1.0, 0.0, 0.0, 0.0, 0.0, 0.0], "a padding sequence attends to its first token only");
+        b.validate(&s, &c).unwrap();
+        let mut soft = Batch { mask: vec![1.0; 6], img: vec![0.0; 6], input_ids: vec![0; 4], type_ids: vec![0; 4], pos_ids: vec![0; 4], labels: Labels::Soft(vec![0.3; 5]) };
+        soft.pad_to(&s, 3);
+        assert_eq!(soft.labels, Labels::Soft([vec![0.3; 5], vec![0.0; 25]].concat()), "5 answers per example");
     }
 }
