@@ -33,6 +33,20 @@ enum Cmd {
     Bench(BenchCli),
     /// Import Oscar's released TSV features, label TSVs and captions into a store directory.
     Convert(ConvertArgs),
+    /// Score answer files without a model: `--task vqa` prints the official VQA accuracy (percent).
+    Score(ScoreArgs),
+}
+
+#[derive(clap::Args)]
+struct ScoreArgs {
+    #[arg(long, value_parser = ["vqa"])]
+    task: String,
+    /// Question id -> list of human answers (or a VQA annotations file).
+    #[arg(long)]
+    refs: PathBuf,
+    /// Question id -> predicted answer (or a VQA results list).
+    #[arg(long)]
+    cands: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -132,6 +146,10 @@ fn main() -> Result<()> {
         Cmd::Train(a) => train(&opts, a),
         Cmd::Synth(a) => synth(a),
         Cmd::Bench(a) => bench(&opts, a),
+        Cmd::Score(a) => {
+            println!("{}", vlp_engine::eval::score::score(&a.task, &a.refs, &a.cands)?);
+            Ok(())
+        }
         Cmd::Convert(a) => {
             let n = vlp_engine::data::convert::convert(&a.features, a.labels.as_deref(), &a.captions, &a.split, &a.out)?;
             println!("{}: {n} images (split {})", a.out.display(), a.split);
