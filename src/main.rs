@@ -35,6 +35,8 @@ enum Cmd {
     Convert(ConvertArgs),
     /// Score answer files without a model: `--task vqa` prints the official VQA accuracy (percent).
     Score(ScoreArgs),
+    /// Append VQA v2, GQA, NLVR2 or COCO captions, in their own formats, to an existing store.
+    Import(vlp_engine::data::formats::import::ImportArgs),
 }
 
 #[derive(clap::Args)]
@@ -146,6 +148,12 @@ fn main() -> Result<()> {
         Cmd::Train(a) => train(&opts, a),
         Cmd::Synth(a) => synth(a),
         Cmd::Bench(a) => bench(&opts, a),
+        Cmd::Import(a) => {
+            let r = vlp_engine::data::formats::import::run(&a)?;
+            let vocab = r.vocab.map(|n| format!(", answer vocabulary {n}")).unwrap_or_default();
+            println!("{}: {} records appended ({} skipped: images not in the store){vocab}", r.file.display(), r.records, r.skipped);
+            Ok(())
+        }
         Cmd::Score(a) => {
             println!("{}", vlp_engine::eval::score::score(&a.task, &a.refs, &a.cands)?);
             Ok(())
