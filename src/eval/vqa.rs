@@ -416,6 +416,20 @@ mod tests {
     }
 
     #[test]
+    fn same_normalisation_as_vqaeval_on_random_strings() {
+        // [text, processPunctuation(text), the prediction's full normalisation] for 400 random
+        // strings over the marks, digits, number words, articles and contractions, written by
+        // running vqaEval.py (458a8b2) itself; the hand-made cases above are the specification.
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats/vqa_normalize_vqaeval.json");
+        let cases: Vec<[String; 3]> = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        assert_eq!(cases.len(), 400);
+        for [text, punct, norm] in &cases {
+            assert_eq!(&process_punctuation(text), punct, "processPunctuation({text:?})");
+            assert_eq!(&normalize_prediction(text), norm, "normalisation of {text:?}");
+        }
+    }
+
+    #[test]
     fn overall_accuracy_in_percent() {
         let cases: Vec<(&str, Vec<&str>)> = vec![
             ("yes", rep("yes", 10)),                                      // 1
