@@ -65,12 +65,16 @@ pub fn ranks(scores: &[f32], images: usize, caption_image: &[usize]) -> Result<R
         let best = best.ok_or_else(|| Error::Other(format!("retrieval: image {i} has no caption")))?;
         i2t.push(row.iter().zip(caption_image).filter(|(s, &ci)| ci != i && **s >= best).count());
     }
-    let t2i = (0..n)
-        .map(|c| {
-            let t = scores[caption_image[c] * n + c];
-            (0..images).filter(|&i| i != caption_image[c] && scores[i * n + c] >= t).count()
-        })
-        .collect();
+    // t2i row by row (the matrix is row-major): count, per caption, the other images at least as
+    // high as its true one
+    let truth: Vec<f32> = (0..n).map(|c| scores[caption_image[c] * n + c]).collect();
+    let mut t2i = vec![0usize; n];
+    for i in 0..images {
+        let row = &scores[i * n..(i + 1) * n];
+        for c in 0..n {
+            t2i[c] += (caption_image[c] != i && row[c] >= truth[c]) as usize;
+        }
+    }
     Ok(Ranks { i2t, t2i })
 }
 

@@ -7,8 +7,8 @@
 //! Like the VQA API's `loadRes`, the two must cover the same questions: an id in one and not the
 //! other, a repeated id or a malformed file is an error naming the file and the id or key.
 use super::vqa;
+use crate::data::formats::Ordered;
 use crate::{Error, Result};
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -27,42 +27,13 @@ fn err(file: &Path, msg: impl std::fmt::Display) -> Error {
     Error::Other(format!("{}: {msg}", file.display()))
 }
 
-/// A JSON object's members in file order, repeats kept (serde_json's map would drop them).
-struct Members(Vec<(String, Value)>);
-
-impl<'de> serde::Deserialize<'de> for Members {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Members;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<Members, A::Error> {
-                let mut v = Vec::new();
-                while let Some(kv) = m.next_entry::<String, Value>()? {
-                    v.push(kv);
-                }
-                Ok(Members(v))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
 fn read_text(file: &Path) -> Result<String> {
     std::fs::read_to_string(file).map_err(|e| err(file, e))
 }
 
 /// Reads a JSON object as its members in order; a repeated key is an error naming it.
-pub(crate) fn read_members(file: &Path, text: &str) -> Result<Vec<(String, Value)>> {
-    let Members(v) = serde_json::from_str(text).map_err(|e| err(file, format!("not a JSON object: {e}")))?;
-    let mut seen = std::collections::HashSet::new();
-    for (k, _) in &v {
-        if !seen.insert(k.as_str()) {
-            return Err(err(file, format!("key '{k}' appears twice")));
-        }
-    }
+fn read_members(file: &Path, text: &str) -> Result<Vec<(String, Value)>> {
+    let Ordered(v) = serde_json::from_str(text).map_err(|e| err(file, format!("not a JSON object: {e}")))?;
     Ok(v)
 }
 
