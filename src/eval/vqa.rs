@@ -25,8 +25,9 @@
 //! text is lower-cased first.
 //!
 //! GT-Vision-Lab/VQA's HEAD (a013f00, 2021) changed the rule: it also strips the human answers and
-//! normalises the prediction and the human answers fully, but only when the humans disagree. The
-//! evaluation servers (Cloud-CV) and the results Oscar reports use the rule implemented here.
+//! normalises the prediction and the human answers fully, but only when the humans disagree.
+//! Cloud-CV's copy for the evaluation server (Cloud-CV/VQA-Challenge) keeps the rule implemented
+//! here for which answers are normalised, with a regex-based `processPunctuation` of its own.
 use crate::{Error, Result};
 
 /// The marks `processPunctuation` handles, in its order (periods are handled apart).
