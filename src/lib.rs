@@ -8,6 +8,7 @@
 pub mod apps;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod model;
 pub mod ops;

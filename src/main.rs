@@ -36,6 +36,10 @@ enum Cmd {
     /// Turn a folder of PNG/JPEG images into a store without a detector: each image resized to a
     /// square and cut into G×G patches, one region per patch (RGB pixels in [-1, 1] + 6 box numbers).
     ConvertImages(ConvertImagesArgs),
+    /// Score answer files without a model: `--task vqa` prints the official VQA accuracy (percent).
+    Score(ScoreArgs),
+    /// Append VQA v2, GQA, NLVR2 or COCO captions, in their own formats, to an existing store.
+    Import(vlp_engine::data::formats::import::ImportArgs),
 }
 
 #[derive(clap::Args)]
@@ -61,6 +65,18 @@ struct ConvertImagesArgs {
     /// Captions: JSON list or JSON lines of {image_id, caption}.
     #[arg(long)]
     captions: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ScoreArgs {
+    #[arg(long, value_parser = ["vqa"])]
+    task: String,
+    /// Question id -> list of human answers (or a VQA annotations file).
+    #[arg(long)]
+    refs: PathBuf,
+    /// Question id -> predicted answer (or a VQA results list).
+    #[arg(long)]
+    cands: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -160,6 +176,16 @@ fn main() -> Result<()> {
         Cmd::Train(a) => train(&opts, a),
         Cmd::Synth(a) => synth(a),
         Cmd::Bench(a) => bench(&opts, a),
+        Cmd::Import(a) => {
+            let r = vlp_engine::data::formats::import::run(&a)?;
+            let vocab = r.vocab.map(|n| format!(", answer vocabulary {n}")).unwrap_or_default();
+            println!("{}: {} records appended ({} skipped: images not in the store){vocab}", r.file.display(), r.records, r.skipped);
+            Ok(())
+        }
+        Cmd::Score(a) => {
+            println!("{}", vlp_engine::eval::score::score(&a.task, &a.refs, &a.cands)?);
+            Ok(())
+        }
         Cmd::Convert(a) => {
             let n = vlp_engine::data::convert::convert(&a.features, a.labels.as_deref(), &a.captions, &a.split, &a.out)?;
             println!("{}: {n} images (split {})", a.out.display(), a.split);

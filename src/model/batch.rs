@@ -177,13 +177,27 @@ mod tests {
         let c = Config { img_feature_dim: 3, ..Config::preset("tiny").unwrap() };
         let s = Shape { batch: 6, text: 4, regions: 2, masked: 1, mask3d: false };
         // 2 pair examples = 4 sequences of 6
-        let mut b = Batch { input_ids: vec![2; 16], type_ids: vec![0; 16], pos_ids: vec![0; 16], img: vec![0.5; 4 * 2 * 3], mask: vec![1.0; 4 * 6], labels: Labels::Class(vec![1, 0]) };
+        let mut b = Batch {
+            input_ids: vec![2; 16],
+            type_ids: vec![0; 16],
+            pos_ids: vec![0; 16],
+            img: vec![0.5; 4 * 2 * 3],
+            mask: vec![1.0; 4 * 6],
+            labels: Labels::Class(vec![1, 0]),
+        };
         assert_eq!(b.pad_to(&s, 3), 4);
         assert_eq!(b.labels, Labels::Class(vec![1, 0, -1]), "3 pair examples of 2 sequences each");
         assert_eq!((b.input_ids.len(), b.img.len(), b.mask.len()), (24, 36, 36));
         assert_eq!(&b.mask[24..30], &[1.0, 0.0, 0.0, 0.0, 0.0, 0.0], "a padding sequence attends to its first token only");
         b.validate(&s, &c).unwrap();
-        let mut soft = Batch { mask: vec![1.0; 6], img: vec![0.0; 6], input_ids: vec![0; 4], type_ids: vec![0; 4], pos_ids: vec![0; 4], labels: Labels::Soft(vec![0.3; 5]) };
+        let mut soft = Batch {
+            mask: vec![1.0; 6],
+            img: vec![0.0; 6],
+            input_ids: vec![0; 4],
+            type_ids: vec![0; 4],
+            pos_ids: vec![0; 4],
+            labels: Labels::Soft(vec![0.3; 5]),
+        };
         soft.pad_to(&s, 3);
         assert_eq!(soft.labels, Labels::Soft([vec![0.3; 5], vec![0.0; 25]].concat()), "5 answers per example");
     }

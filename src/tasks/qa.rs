@@ -67,8 +67,16 @@ impl<'a> Qa<'a> {
     /// `soft`: VQA (BCE on soft scores) or GQA (CE on the hard label). `answers`: a fixed answer
     /// vocabulary (a fine-tuned model's), else built from the training split.
     pub fn load(
-        dir: &Path, data: &'a PretrainData, tok: &'a Tok, soft: bool, answers: Option<Vec<String>>, min_answer_count: usize, batch: usize, text: usize,
-        regions: usize, dropout: f32,
+        dir: &Path,
+        data: &'a PretrainData,
+        tok: &'a Tok,
+        soft: bool,
+        answers: Option<Vec<String>>,
+        min_answer_count: usize,
+        batch: usize,
+        text: usize,
+        regions: usize,
+        dropout: f32,
     ) -> Result<Self> {
         let file = if !soft && dir.join("gqa.jsonl").exists() { dir.join("gqa.jsonl") } else { dir.join("vqa.jsonl") };
         let recs: Vec<(usize, Record)> = read_jsonl_lines(&file)?;
@@ -94,7 +102,11 @@ impl<'a> Qa<'a> {
             }
         };
         if answers.len() < 2 {
-            return Err(Error::Other(format!("{}: {} answers seen at least {min_answer_count} times in split 'train'; need at least 2", file.display(), answers.len())));
+            return Err(Error::Other(format!(
+                "{}: {} answers seen at least {min_answer_count} times in split 'train'; need at least 2",
+                file.display(),
+                answers.len()
+            )));
         }
         let index: HashMap<&str, usize> = answers.iter().enumerate().map(|(i, a)| (a.as_str(), i)).collect();
         let mut questions = Vec::with_capacity(rows.len());
@@ -171,7 +183,16 @@ impl<'a> Qa<'a> {
             }
         }
         let top = (0..count.len()).max_by_key(|&k| count[k]).unwrap_or(0);
-        let s: f64 = pool.iter().map(|&q| if self.soft { self.questions[q].targets.iter().find(|t| t.0 == top).map_or(0.0, |t| t.1) as f64 } else { (self.questions[q].label == Some(top)) as u32 as f64 }).sum();
+        let s: f64 = pool
+            .iter()
+            .map(|&q| {
+                if self.soft {
+                    self.questions[q].targets.iter().find(|t| t.0 == top).map_or(0.0, |t| t.1) as f64
+                } else {
+                    (self.questions[q].label == Some(top)) as u32 as f64
+                }
+            })
+            .sum();
         (100.0 * s / pool.len().max(1) as f64) as f32
     }
 

@@ -94,9 +94,18 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
     let task: Box<dyn Task + '_> = match a.task.as_str() {
         "pretrain" => Box::new(tasks::pretrain::Pretrain::new(&data, &tok, a.batch_size, a.text_len, a.regions, a.three_way, cfg_vocab(preset, &cfg, &tok))?),
         "retrieval" => Box::new(tasks::retrieval::Retrieval::new(&data, &tok, a.batch_size, a.text_len, a.regions, a.head_dropout)?),
-        "vqa" | "gqa" => {
-            Box::new(tasks::qa::Qa::load(&data_dir, &data, &tok, a.task == "vqa", None, a.min_answer_count, a.batch_size, a.text_len, a.regions, a.head_dropout)?)
-        }
+        "vqa" | "gqa" => Box::new(tasks::qa::Qa::load(
+            &data_dir,
+            &data,
+            &tok,
+            a.task == "vqa",
+            None,
+            a.min_answer_count,
+            a.batch_size,
+            a.text_len,
+            a.regions,
+            a.head_dropout,
+        )?),
         "nlvr2" => Box::new(tasks::nlvr2::Nlvr2::load(&data_dir, &data, &tok, a.batch_size, a.text_len, a.regions, a.pair_scale, a.head_dropout)?),
         t => return Err(Error::Other(format!("--task {t}: expected pretrain, retrieval, vqa, gqa or nlvr2"))),
     };
@@ -346,7 +355,17 @@ fn keep_metrics_until(path: &Path, step: usize) -> Result<String> {
 }
 
 /// The model directory (for the applications and as `--init`) and the loss curve.
-fn finish(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, params: &ParamSet, tok: &Tok, title: &str, files: &[(String, String)], s: &Summary) -> Result<()> {
+fn finish(
+    gpu: &Gpu,
+    a: &TrainArgs,
+    cfg: &Config,
+    head: &Head,
+    params: &ParamSet,
+    tok: &Tok,
+    title: &str,
+    files: &[(String, String)],
+    s: &Summary,
+) -> Result<()> {
     let mdir = a.out.join("model");
     let mut meta = std::collections::HashMap::new();
     meta.insert("step".into(), a.steps.to_string());

@@ -1,0 +1,231 @@
+//! `vlp-engine score`: metrics over answer files, no model involved.
+//!
+//! `--task vqa --refs REFS --cands CANDS`: REFS maps each question id to its list of human answers
+//! (`{"1": ["yes", "yes", ...]}`), or is a VQA annotations file (`{"annotations": [{"question_id",
+//! "answers": [{"answer"}, ...]}, ...]}`); CANDS maps the same ids to one answer (`{"1": "yes"}`),
+//! or is a VQA results file (`[{"question_id", "answer"}, ...]`). Ids may be numbers or strings.
+//! Like the VQA API's `loadRes`, the two must cover the same questions: an id in one and not the
+//! other, a repeated id or a malformed file is an error naming the file and the id or key.
+use super::vqa;
+use crate::data::formats::Ordered;
+use crate::{Error, Result};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The `score --task vqa` result.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VqaScore {
+    /// The official evaluator's overall accuracy, percent (unrounded; vqaEval.py prints it
+    /// rounded to 2 decimals).
+    pub accuracy: f64,
+    pub questions: usize,
+}
+
+fn err(file: &Path, msg: impl std::fmt::Display) -> Error {
+    Error::Other(format!("{}: {msg}", file.display()))
+}
+
+fn read_text(file: &Path) -> Result<String> {
+    std::fs::read_to_string(file).map_err(|e| err(file, e))
+}
+
+/// Reads a JSON object as its members in order; a repeated key is an error naming it.
+fn read_members(file: &Path, text: &str) -> Result<Vec<(String, Value)>> {
+    let Ordered(v) = serde_json::from_str(text).map_err(|e| err(file, format!("not a JSON object: {e}")))?;
+    Ok(v)
+}
+
+fn id_string(file: &Path, at: &str, v: Option<&Value>) -> Result<String> {
+    match v {
+        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(x) => Err(err(file, format!("{at}.question_id: expected an integer or string id, found {x}"))),
+        None => Err(err(file, format!("{at}: no question_id"))),
+    }
+}
+
+fn answer_list(file: &Path, id: &str, v: &Value) -> Result<Vec<String>> {
+    let Value::Array(a) = v else {
+        return Err(err(file, format!("question '{id}': expected a list of human answers, found {v}")));
+    };
+    if a.is_empty() {
+        return Err(err(file, format!("question '{id}': no human answers")));
+    }
+    a.iter()
+        .enumerate()
+        .map(|(k, x)| match x {
+            Value::String(s) => Ok(s.clone()),
+            Value::Object(o) => match o.get("answer") {
+                Some(Value::String(s)) => Ok(s.clone()),
+                _ => Err(err(file, format!("question '{id}': answers[{k}] has no string 'answer'"))),
+            },
+            _ => Err(err(file, format!("question '{id}': answers[{k}] is {x}, not a string"))),
+        })
+        .collect()
+}
+
+/// REFS: question id -> human answers, in file order.
+pub fn read_refs(file: &Path) -> Result<Vec<(String, Vec<String>)>> {
+    let text = read_text(file)?;
+    let members = read_members(file, &text)?;
+    let out: Vec<(String, Vec<String>)> = match members.iter().find(|(k, _)| k == "annotations") {
+        Some((_, Value::Array(anns))) => anns
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let at = format!("annotations[{i}]");
+                let id = id_string(file, &at, a.get("question_id"))?;
+                let answers = a.get("answers").ok_or_else(|| err(file, format!("{at} (question '{id}'): no answers")))?;
+                Ok((id.clone(), answer_list(file, &id, answers)?))
+            })
+            .collect::<Result<_>>()?,
+        _ => members.iter().map(|(id, v)| Ok((id.clone(), answer_list(file, id, v)?))).collect::<Result<_>>()?,
+    };
+    let mut seen = std::collections::HashSet::new();
+    if let Some((id, _)) = out.iter().find(|(id, _)| !seen.insert(id.clone())) {
+        return Err(err(file, format!("question '{id}' appears twice")));
+    }
+    if out.is_empty() {
+        return Err(err(file, "no questions"));
+    }
+    Ok(out)
+}
+
+/// CANDS: question id -> predicted answer.
+pub fn read_cands(file: &Path) -> Result<HashMap<String, String>> {
+    let text = read_text(file)?;
+    let value_answer = |id: &str, v: &Value| match v {
+        Value::String(s) => Ok(s.clone()),
+        _ => Err(err(file, format!("question '{id}': expected one answer string, found {v}"))),
+    };
+    let pairs: Vec<(String, String)> = if text.trim_start().starts_with('[') {
+        let v: Vec<Value> = serde_json::from_str(&text).map_err(|e| err(file, format!("not a JSON list of results: {e}")))?;
+        v.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let id = id_string(file, &format!("[{i}]"), r.get("question_id"))?;
+                let a = r.get("answer").ok_or_else(|| err(file, format!("[{i}] (question '{id}'): no answer")))?;
+                Ok((id.clone(), value_answer(&id, a)?))
+            })
+            .collect::<Result<_>>()?
+    } else {
+        read_members(file, &text)?.into_iter().map(|(id, v)| Ok((id.clone(), value_answer(&id, &v)?))).collect::<Result<_>>()?
+    };
+    let mut out = HashMap::new();
+    for (id, a) in pairs {
+        if out.insert(id.clone(), a).is_some() {
+            return Err(err(file, format!("question '{id}' appears twice")));
+        }
+    }
+    Ok(out)
+}
+
+fn some_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<&str> = ids.collect();
+    let shown: Vec<String> = v.iter().take(5).map(|s| format!("'{s}'")).collect();
+    format!("{}{}", shown.join(", "), if v.len() > 5 { format!(" and {} more", v.len() - 5) } else { String::new() })
+}
+
+/// `score --task vqa`: the official VQA accuracy of CANDS against REFS.
+pub fn score_vqa(refs: &Path, cands: &Path) -> Result<VqaScore> {
+    let r = read_refs(refs)?;
+    let c = read_cands(cands)?;
+    let known: std::collections::HashSet<&str> = r.iter().map(|(id, _)| id.as_str()).collect();
+    let mut unknown: Vec<&str> = c.keys().map(|s| s.as_str()).filter(|id| !known.contains(id)).collect();
+    if !unknown.is_empty() {
+        unknown.sort();
+        return Err(err(cands, format!("unknown question id {} (not in {})", some_ids(unknown.into_iter()), refs.display())));
+    }
+    let missing: Vec<&str> = r.iter().map(|(id, _)| id.as_str()).filter(|id| !c.contains_key(*id)).collect();
+    if !missing.is_empty() {
+        return Err(err(cands, format!("no answer for question id {} of {}", some_ids(missing.into_iter()), refs.display())));
+    }
+    let accuracy = vqa::vqa_accuracy(r.iter().map(|(id, h)| (c[id].as_str(), h.as_slice())))?;
+    Ok(VqaScore { accuracy, questions: r.len() })
+}
+
+/// The `score` command: one JSON object for `task` (only `vqa` so far).
+pub fn score(task: &str, refs: &Path, cands: &Path) -> Result<Value> {
+    match task {
+        "vqa" => Ok(serde_json::to_value(score_vqa(refs, cands)?).map_err(|e| Error::Other(e.to_string()))?),
+        t => Err(Error::Other(format!("score: unknown task '{t}' (expected vqa)"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats").join(name)
+    }
+    fn tmp(name: &str, body: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("vlp-score-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+    fn msg(r: Result<VqaScore>) -> String {
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn committed_refs_and_cands() {
+        // vqa_refs.json / vqa_cands.json: one question per rule (see the per-question values in
+        // vqa_cands_expected.json, worked out by hand from vqaEval.py's definition)
+        let s = score_vqa(&fixture("vqa_refs.json"), &fixture("vqa_cands.json")).unwrap();
+        let expected: HashMap<String, f64> = serde_json::from_str(&std::fs::read_to_string(fixture("vqa_cands_expected.json")).unwrap()).unwrap();
+        let refs = read_refs(&fixture("vqa_refs.json")).unwrap();
+        let cands = read_cands(&fixture("vqa_cands.json")).unwrap();
+        for (id, h) in &refs {
+            let a = vqa::question_accuracy(&cands[id], h).unwrap();
+            assert!((a - expected[id]).abs() < 1e-12, "question {id}: {a} != {}", expected[id]);
+        }
+        let mean = 100.0 * refs.iter().map(|(id, _)| expected[id]).sum::<f64>() / refs.len() as f64;
+        assert_eq!(s.questions, refs.len());
+        assert!((s.accuracy - mean).abs() < 1e-9, "{} vs {mean}", s.accuracy);
+        let v = score("vqa", &fixture("vqa_refs.json"), &fixture("vqa_cands.json")).unwrap();
+        assert!(v["accuracy"].is_f64());
+        // the official file layouts give the same number
+        let s2 = score_vqa(&fixture("vqa_v2_annotations.json"), &fixture("vqa_results.json")).unwrap();
+        assert_eq!(s2.questions, 4);
+        // 1001 "red": 8 of 10 humans; 1002 "2": 1 of 10 ("three" stays a word: humans get punctuation only); 1003 "Yes": lower-cased to the 10 "yes"; 1004 "no": 4
+        assert!((s2.accuracy - 100.0 * (1.0 + 0.3 + 1.0 + 1.0) / 4.0).abs() < 1e-9, "{}", s2.accuracy);
+    }
+
+    #[test]
+    fn ids_and_malformed_files_are_clear_errors() {
+        let refs = tmp("refs.json", r#"{"1": ["yes", "yes"], "2": ["no"]}"#);
+        let m = msg(score_vqa(&refs, &tmp("c1.json", r#"{"1": "yes", "2": "no", "3": "x"}"#)));
+        assert!(m.contains("c1.json") && m.contains("unknown question id '3'"), "{m}");
+        let m = msg(score_vqa(&refs, &tmp("c2.json", r#"{"1": "yes"}"#)));
+        assert!(m.contains("c2.json") && m.contains("no answer for question id '2'"), "{m}");
+        let m = msg(score_vqa(&refs, &tmp("c3.json", r#"{"1": "yes", "2": 7}"#)));
+        assert!(m.contains("c3.json") && m.contains("question '2'"), "{m}");
+        let m = msg(score_vqa(&refs, &tmp("c4.json", r#"{"1": "yes", "1": "no", "2": "no"}"#)));
+        assert!(m.contains("'1' appears twice"), "{m}");
+        let m = msg(score_vqa(&refs, &tmp("c5.json", r#"{"1": "yes""#)));
+        assert!(m.contains("c5.json") && m.contains("line 1"), "{m}");
+        let m = msg(score_vqa(&refs, &tmp("c6.json", r#"[{"question_id": 1, "answer": "yes"}, {"answer": "no"}]"#)));
+        assert!(m.contains("c6.json") && m.contains("[1]: no question_id"), "{m}");
+        let m = msg(score_vqa(&tmp("r2.json", r#"{"1": "yes"}"#), &refs));
+        assert!(m.contains("r2.json") && m.contains("question '1'"), "{m}");
+        let m = msg(score_vqa(&tmp("r3.json", r#"{"1": []}"#), &refs));
+        assert!(m.contains("r3.json") && m.contains("no human answers"), "{m}");
+        let m = msg(score_vqa(&tmp("r4.json", r#"{}"#), &refs));
+        assert!(m.contains("r4.json") && m.contains("no questions"), "{m}");
+        let m = msg(score_vqa(&tmp("r5.json", r#"{"annotations": [{"question_id": 4}]}"#), &refs));
+        assert!(m.contains("r5.json") && m.contains("annotations[0] (question '4'): no answers"), "{m}");
+        let missing = refs.with_file_name("missing.json");
+        assert!(msg(score_vqa(&missing, &refs)).contains("missing.json"));
+        assert!(score("gqa", &refs, &refs).is_err());
+        // numbers and strings name the same id
+        let s = score_vqa(&refs, &tmp("c7.json", r#"[{"question_id": 1, "answer": "yes"}, {"question_id": "2", "answer": "no"}]"#)).unwrap();
+        // "1": each of the 2 answers leaves 1 match: 1/3; "2": 1 answer leaves none: 0
+        assert!((s.accuracy - 100.0 * (1.0 / 3.0 + 0.0) / 2.0).abs() < 1e-12, "{}", s.accuracy);
+    }
+}
