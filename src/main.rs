@@ -39,6 +39,8 @@ enum Cmd {
     /// Score answer files without a model: `--task vqa` prints the official VQA accuracy (percent).
     Score(ScoreArgs),
     /// Append VQA v2, GQA, NLVR2 or COCO captions, in their own formats, to an existing store.
+    /// Evaluate a fine-tuned model on a store's split: retrieval R@K, VQA (official accuracy), GQA, NLVR2.
+    Eval(vlp_engine::apps::evaluate::EvalArgs),
     Import(vlp_engine::data::formats::import::ImportArgs),
 }
 
@@ -176,6 +178,12 @@ fn main() -> Result<()> {
         Cmd::Train(a) => train(&opts, a),
         Cmd::Synth(a) => synth(a),
         Cmd::Bench(a) => bench(&opts, a),
+        Cmd::Eval(a) => {
+            let g = Gpu::new(&opts)?;
+            let r = vlp_engine::apps::evaluate::evaluate(&g, &a, true)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
         Cmd::Import(a) => {
             let r = vlp_engine::data::formats::import::run(&a)?;
             let vocab = r.vocab.map(|n| format!(", answer vocabulary {n}")).unwrap_or_default();

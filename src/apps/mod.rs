@@ -1,6 +1,7 @@
 //! Applications over the model: they load a model directory (config.json, model.safetensors,
 //! tokenizer, head.json), tokenize, and run many inputs through one forward-only plan.
 pub mod embed;
+pub mod evaluate;
 
 use crate::data::Tok;
 use crate::gpu::Gpu;

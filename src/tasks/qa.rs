@@ -46,6 +46,8 @@ pub struct Question {
     /// (answer index, soft score) pairs; the hard label is the first record answer's index.
     pub targets: Vec<(usize, f32)>,
     pub label: Option<usize>,
+    /// The human answers as given (one record answer stands for 10 agreeing humans).
+    pub humans: Vec<String>,
 }
 
 pub struct Qa<'a> {
@@ -121,7 +123,8 @@ impl<'a> Qa<'a> {
             }
             let single = r.answers.is_empty();
             let targets = targets.into_iter().map(|(k, n)| (k, if single { 1.0 } else { soft_score(n) })).collect();
-            questions.push(Question { image: *im, ids: tok.encode(&r.question)?, targets, label: index.get(r.answer.as_str()).copied() });
+            let humans = if single { vec![r.answer.clone(); 10] } else { r.answers.clone() };
+            questions.push(Question { image: *im, ids: tok.encode(&r.question)?, targets, label: index.get(r.answer.as_str()).copied(), humans });
             split_of.push(data.images[*im].1.clone());
         }
         let pool = |s: &str| (0..questions.len()).filter(|&i| split_of[i] == s).collect::<Vec<_>>();
@@ -155,6 +158,19 @@ impl<'a> Qa<'a> {
         b.labels = if self.soft { Labels::Soft(soft) } else { Labels::Class(hard) };
         b.pad_to(&s, self.data.feature_dim);
         b
+    }
+
+    /// The predicted answer of every question in `pool`, through an Eval plan.
+    pub fn predict(&self, gpu: &Gpu, c: &Config, step: &Step, pool: &[usize], mut progress: impl FnMut(usize)) -> Result<Vec<usize>> {
+        let HeadActs::Classifier(acts) = &step.head_acts else { return Err(Error::Other("question answering needs a classifier head".into())) };
+        let mut out = Vec::with_capacity(pool.len());
+        for chunk in pool.chunks(self.batch) {
+            step.upload(gpu, c, &self.batch_of(chunk))?;
+            gpu.run(&step.forward)?;
+            out.extend(acts.read_logits(gpu)?.iter().take(chunk.len()).map(|r| crate::model::heads::argmax(r)));
+            progress(out.len());
+        }
+        Ok(out)
     }
 
     /// Metrics over the questions `pool` (all of them, in order), through an Eval plan.

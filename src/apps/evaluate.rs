@@ -1,0 +1,191 @@
+//! `vlp-engine eval`: a fine-tuned model directory on a store's split, as one JSON object.
+//! - retrieval: every image × every caption of the split's first `--images` images scored on the
+//!   GPU (softmax(logits)[1], Oscar's inference score) in batches, then R@1/5/10 both ways
+//!   (eval::retrieval: an image's rank is its best true caption's; ties count against the truth);
+//! - vqa: the predicted answer strings scored exactly as the official evaluator (eval::vqa);
+//! - gqa, nlvr2: accuracy.
+use super::ModelDir;
+use crate::data::pretrain::PretrainData;
+use crate::gpu::Gpu;
+use crate::model::heads::HeadActs;
+use crate::model::{Batch, Head, Labels, Mode, Shape, Step};
+use crate::ops::matmul::Precision;
+use crate::tasks::{nlvr2::Nlvr2, qa::Qa};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct EvalArgs {
+    #[arg(long, value_parser = ["retrieval", "vqa", "gqa", "nlvr2"])]
+    pub task: String,
+    /// A fine-tuned model directory (config.json, model.safetensors, tokenizer.json, head.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The store to evaluate on.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Retrieval: the first N images of the split (e.g. COCO 1K); all by default.
+    #[arg(long)]
+    pub images: Option<usize>,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 32)]
+    pub text_len: usize,
+    #[arg(long, default_value_t = 6)]
+    pub regions: usize,
+    /// Also write the JSON object here (atomically).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn bar(n: usize, what: &str, show: bool) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(n as u64);
+    b.set_style(indicatif::ProgressStyle::with_template(&format!("{{bar:30}} {{pos}}/{{len}} {what} {{per_sec}} ETA {{eta}}")).unwrap());
+    b
+}
+
+pub fn evaluate(gpu: &Gpu, a: &EvalArgs, progress: bool) -> Result<serde_json::Value> {
+    let m = ModelDir::load(gpu, &a.model)?;
+    if !m.report.initialized.is_empty() {
+        return Err(Error::Other(format!(
+            "{}: the checkpoint lacks {} (e.g. {}); evaluate a fine-tuned model",
+            a.model.display(),
+            m.report.initialized.len(),
+            m.report.initialized[0]
+        )));
+    }
+    let data = PretrainData::load(&a.data, &m.tok)?;
+    if data.feature_dim != m.cfg.img_feature_dim {
+        return Err(Error::Other(format!("{}: features are {}-d but the model takes {}", a.data.display(), data.feature_dim, m.cfg.img_feature_dim)));
+    }
+    let text = a.text_len.min(m.cfg.max_position_embeddings);
+    let t0 = Instant::now();
+    let mut out = match (a.task.as_str(), &m.head) {
+        ("retrieval", Head::Classifier { labels: 2, .. }) => retrieval(gpu, &m, &data, a, text, progress)?,
+        ("vqa" | "gqa", Head::Classifier { labels, .. }) => {
+            let answers = read_answers(&a.model)?;
+            if answers.len() != *labels {
+                return Err(Error::Other(format!("{}: answers.json has {} answers, the head {labels}", a.model.display(), answers.len())));
+            }
+            let qa = Qa::load(&a.data, &data, &m.tok, a.task == "vqa", Some(answers), 1, a.batch, text, a.regions, 0.0)?;
+            let pool = qa.pool(&a.split);
+            if pool.is_empty() {
+                return Err(Error::Other(format!("{}: no questions on split '{}' images", a.data.display(), a.split)));
+            }
+            let step = Step::new(
+                gpu,
+                &m.cfg,
+                &m.params,
+                None,
+                &m.head,
+                Shape { batch: a.batch, text, regions: a.regions, masked: 1, mask3d: false },
+                Mode::Eval,
+                1.0,
+                Precision::F32,
+            )?;
+            let b = bar(pool.len(), "questions", progress);
+            let pred = qa.predict(gpu, &m.cfg, &step, &pool, |n| b.set_position(n as u64))?;
+            b.finish_and_clear();
+            let correct = pool.iter().zip(&pred).filter(|(q, p)| qa.questions[**q].label == Some(**p)).count();
+            let mut o = serde_json::json!({"questions": pool.len(), "exact_match": 100.0 * correct as f64 / pool.len() as f64});
+            o["accuracy"] = if a.task == "vqa" {
+                let items: Vec<(&str, &[String])> =
+                    pool.iter().zip(&pred).map(|(&q, &p)| (qa.answers[p].as_str(), qa.questions[q].humans.as_slice())).collect();
+                crate::eval::vqa::vqa_accuracy(items)?.into()
+            } else {
+                (100.0 * correct as f64 / pool.len() as f64).into()
+            };
+            o
+        }
+        ("nlvr2", Head::Pair { scale, .. }) => {
+            let t = Nlvr2::load(&a.data, &data, &m.tok, (a.batch / 2).max(1), text, a.regions, *scale, 0.0)?;
+            let pool = t.pool(&a.split);
+            if pool.is_empty() {
+                return Err(Error::Other(format!("{}: no statements on split '{}' images", a.data.display(), a.split)));
+            }
+            let step = Step::new(
+                gpu,
+                &m.cfg,
+                &m.params,
+                None,
+                &m.head,
+                Shape { batch: 2 * t.batch, text, regions: a.regions, masked: 1, mask3d: false },
+                Mode::Eval,
+                1.0,
+                Precision::F32,
+            )?;
+            let r = t.score(gpu, &m.cfg, &step, &pool)?;
+            serde_json::json!({"accuracy": r[0].1, "examples": pool.len()})
+        }
+        (task, head) => return Err(Error::Other(format!("{}: a {} model cannot be evaluated on --task {task}", a.model.display(), head.name()))),
+    };
+    out["task"] = a.task.clone().into();
+    out["split"] = a.split.clone().into();
+    out["seconds"] = t0.elapsed().as_secs_f64().into();
+    if let Some(p) = &a.out {
+        crate::util::atomic_write(p, serde_json::to_string_pretty(&out).unwrap_or_default().as_bytes())
+            .map_err(|e| Error::Other(format!("{}: {e}", p.display())))?;
+    }
+    Ok(out)
+}
+
+fn read_answers(model: &Path) -> Result<Vec<String>> {
+    let f = model.join("answers.json");
+    let text = std::fs::read_to_string(&f).map_err(|e| Error::Other(format!("{}: {e} (a VQA/GQA model keeps its answer vocabulary there)", f.display())))?;
+    serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: not a JSON list of answers: {e}", f.display())))
+}
+
+/// The images × captions score matrix of the split's first `--images` images, and R@K.
+fn retrieval(gpu: &Gpu, m: &ModelDir, data: &PretrainData, a: &EvalArgs, text: usize, progress: bool) -> Result<serde_json::Value> {
+    let mut images: Vec<usize> = (0..data.images.len()).filter(|&i| data.images[i].1 == a.split).collect();
+    if let Some(n) = a.images {
+        images.truncate(n);
+    }
+    let caps: Vec<(usize, usize)> = images.iter().enumerate().flat_map(|(k, &im)| data.by_image[im].iter().map(move |&c| (c, k))).collect();
+    if images.is_empty() || caps.is_empty() {
+        return Err(Error::Other(format!("{}: no images with captions on split '{}'", a.data.display(), a.split)));
+    }
+    let s = Shape { batch: a.batch, text, regions: a.regions, masked: 1, mask3d: false };
+    let step = Step::new(gpu, &m.cfg, &m.params, None, &m.head, s, Mode::Eval, 1.0, Precision::F32)?;
+    let HeadActs::Classifier(acts) = &step.head_acts else { unreachable!("a classifier head") };
+    let pairs: Vec<(usize, usize)> = (0..images.len()).flat_map(|i| (0..caps.len()).map(move |c| (i, c))).collect();
+    let mut scores = vec![0f32; pairs.len()];
+    let b = bar(pairs.len(), "pairs", progress);
+    let t0 = Instant::now();
+    for (k, chunk) in pairs.chunks(s.batch).enumerate() {
+        let mut batch: Batch = crate::tasks::empty_batch(&s, data.feature_dim, chunk.len());
+        for (bi, &(i, c)) in chunk.iter().enumerate() {
+            let im = images[i];
+            crate::tasks::push_sequence(&mut batch, &s, bi, &m.tok, &data.captions[caps[c].0].1, Some(&data.images[im].0), data, im);
+        }
+        batch.labels = Labels::Class(vec![-1; chunk.len()]);
+        batch.pad_to(&s, data.feature_dim);
+        step.upload(gpu, &m.cfg, &batch)?;
+        gpu.run(&step.forward)?;
+        for (j, row) in acts.read_logits(gpu)?.iter().take(chunk.len()).enumerate() {
+            // softmax(logits)[1]
+            let p = 1.0 / (1.0 + (row[0] - row[1]).exp());
+            if !p.is_finite() {
+                return Err(Error::Other(format!("a non-finite score for pair {} (the model overflows)", k * s.batch + j)));
+            }
+            scores[k * s.batch + j] = p;
+        }
+        b.set_position(((k + 1) * s.batch).min(pairs.len()) as u64);
+    }
+    b.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    let caption_image: Vec<usize> = caps.iter().map(|&(_, k)| k).collect();
+    let r = crate::eval::retrieval::retrieval_metrics(&scores, images.len(), &caption_image)?;
+    let mut o = serde_json::to_value(&r).map_err(|e| Error::Other(e.to_string()))?;
+    o["images"] = images.len().into();
+    o["captions"] = caps.len().into();
+    o["pairs_per_s"] = (pairs.len() as f64 / secs.max(1e-9)).into();
+    Ok(o)
+}
