@@ -3,6 +3,20 @@
 use crate::ops::matmul::Precision;
 use std::path::PathBuf;
 
+/// `--warmup` when not given.
+pub const DEFAULT_WARMUP: usize = 30;
+
+impl TrainArgs {
+    /// The warm-up the run uses: `warmup`, with the default capped at `steps`.
+    pub fn warmup_steps(&self) -> usize {
+        if self.warmup == DEFAULT_WARMUP {
+            self.warmup.min(self.steps)
+        } else {
+            self.warmup
+        }
+    }
+}
+
 pub fn parse_precision(s: &str) -> Result<Precision, String> {
     match s {
         "f32" | "fp32" => Ok(Precision::F32),
@@ -47,7 +61,9 @@ pub struct TrainArgs {
     pub grad_accum: usize,
     #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     pub lr: f32,
-    #[arg(long, default_value_t = 30)]
+    /// Linear learning-rate warm-up steps. The default is capped at --steps; any other value
+    /// beyond --steps is an error.
+    #[arg(long, default_value_t = DEFAULT_WARMUP)]
     pub warmup: usize,
     #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
     pub weight_decay: f32,

@@ -84,7 +84,7 @@ pub fn run_flags(a: &TrainArgs) -> Vec<(&'static str, String)> {
         ("--regions", a.regions.to_string()),
         ("--precision", precision.to_string()),
         ("--lr", a.lr.to_string()),
-        ("--warmup", a.warmup.to_string()),
+        ("--warmup", a.warmup_steps().to_string()),
         ("--weight-decay", a.weight_decay.to_string()),
         ("--max-grad-norm", a.max_grad_norm.to_string()),
         ("--three-way", a.three_way.to_string()),
@@ -109,7 +109,7 @@ fn check_flags(a: &TrainArgs) -> Result<()> {
     if a.max_grad_norm.is_nan() {
         return bad("--max-grad-norm", &a.max_grad_norm, "must be a number (<= 0 turns clipping off)");
     }
-    if a.warmup > a.steps {
+    if a.warmup_steps() > a.steps {
         return bad("--warmup", &a.warmup, &format!("longer than the run (--steps {}); the learning rate would never reach --lr", a.steps));
     }
     Ok(())
@@ -286,7 +286,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
             rec.run((micro == 0).then_some(&start_loss).into_iter().chain(opt.micro_batch(&step, micro == 0)).chain([&add_loss]));
             rec.submit();
         }
-        let lr = schedule::lr_at(s, a.steps, a.warmup, a.lr);
+        let lr = schedule::lr_at(s, a.steps, a.warmup_steps(), a.lr);
         opt.adamw.set_step_scaled(gpu, lr, s as u32, 1.0 / scaler.scale)?;
         seqs_since += seqs * a.grad_accum;
         let do_eval = a.eval_every > 0 && (s % a.eval_every == 0 || s == a.steps) && eval.is_some();
