@@ -504,6 +504,20 @@ fn temporary_files_and_the_output_lock() {
     assert!(!out.join(".lock").exists(), "the lock outlived the run");
     assert!(stale.iter().all(|f| !f.exists()), "stale temporary files kept");
     assert!(live.exists(), "a live process's temporary file was removed");
+    // `train --init` is strict too: an unexpected tensor is refused unless --allow-unexpected
+    let init = d.join("init.safetensors");
+    let mut t: Tensors = Vec::new();
+    let bytes = std::fs::read(out.join("model/model.safetensors")).unwrap();
+    for (n, v) in SafeTensors::deserialize(&bytes).unwrap().tensors() {
+        t.push((n, v.shape().to_vec(), bytemuck::pod_collect_to_vec(v.data())));
+    }
+    t.push(("bert.extra_projection.weight".into(), vec![2], vec![1.0, 2.0]));
+    write_f32(&init, &t);
+    let b = TrainArgs { init: Some(init.clone()), out: d.join("out2"), ..a.clone() };
+    let e = err_of(train(&gpu, &b));
+    assert!(e.contains("init.safetensors") && e.contains("'bert.extra_projection.weight'") && e.contains("--allow-unexpected"), "{e}");
+    assert!(!d.join("out2/metrics.jsonl").exists() && !d.join("out2/model").exists());
+    train(&gpu, &TrainArgs { allow_unexpected: true, ..b }).unwrap();
     std::fs::remove_dir_all(&d).ok();
 }
 
@@ -581,7 +595,7 @@ fn random_bytes_and_truncations_never_panic_any_reader() {
         let mut k = 1;
         // random bytes (half of them after the valid file's first bytes, to get past magic numbers
         // and headers; always at least 16 random bytes, so that the input is not a valid file)
-        for i in 0..150 {
+        for i in 0..100 {
             let n = rng.below(2 * valid.len().min(4096) + 1);
             let keep = if i % 2 == 1 { rng.below(valid.len().min(64) + 1) } else { 0 };
             let mut b = valid[..keep].to_vec();
@@ -592,7 +606,7 @@ fn random_bytes_and_truncations_never_panic_any_reader() {
             k += 1;
         }
         // truncations (every one an error where a cut file can never be valid)
-        for _ in 0..150 {
+        for _ in 0..100 {
             let n = rng.below(valid.len());
             std::fs::write(&f, &valid[..n]).unwrap();
             let err = read(&f, k);
@@ -601,7 +615,7 @@ fn random_bytes_and_truncations_never_panic_any_reader() {
             k += 1;
         }
         // flips of 1 to 4 bits: may stay valid; must not panic
-        for _ in 0..150 {
+        for _ in 0..100 {
             let mut b = valid.to_vec();
             for _ in 0..1 + rng.below(4) {
                 let i = rng.below(b.len());
@@ -612,8 +626,9 @@ fn random_bytes_and_truncations_never_panic_any_reader() {
             k += 1;
         }
         total += k;
+        eprintln!("{name}: {k} inputs, {:.1} s so far", t0.elapsed().as_secs_f64());
     }
     eprintln!("{total} inputs to {} readers ({refused} refused, none panicked) in {:.1} s", readers.len(), t0.elapsed().as_secs_f64());
-    assert_eq!(total, readers.len() * 451);
+    assert_eq!(total, readers.len() * 301);
     std::fs::remove_dir_all(&d).ok();
 }

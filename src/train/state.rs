@@ -120,5 +120,8 @@ pub fn load(gpu: &Gpu, file: &Path, cfg: &Config, params: &ParamSet, m: &ParamSe
         )),
         _ => None,
     };
+    if let Some((s, _)) = loss_scale.filter(|(s, _)| !(s.is_finite() && *s > 0.0)) {
+        return Err(Error::Other(format!("{}: loss_scale {s} in its metadata is not a positive finite number", file.display())));
+    }
     Ok(Resume { step, seed, loss_scale })
 }

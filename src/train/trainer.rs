@@ -156,7 +156,9 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
         cfg.vocab_size = tok.id_bound();
         cfg.img_feature_dim = task.feature_dim();
         cfg.max_position_embeddings = cfg.max_position_embeddings.max(a.text_len);
-    } else if cfg.img_feature_dim != task.feature_dim() || cfg.vocab_size < tok.id_bound() {
+    } else if cfg.vocab_size < tok.id_bound() {
+        tok.check_fits(cfg.vocab_size, Path::new(&config))?;
+    } else if cfg.img_feature_dim != task.feature_dim() {
         return Err(Error::Other(format!(
             "config {config} (img_feature_dim {}, vocab {}) does not fit the data (feature dim {}) and tokenizer ({} tokens)",
             cfg.img_feature_dim,
