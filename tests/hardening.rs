@@ -460,6 +460,9 @@ fn tokenizer_files_are_checked_against_file_and_config() {
     };
     let r = bench(&gpu, &b, std::time::Instant::now()).unwrap();
     assert!(r.ms_per_step > 0.0);
+    // ... and its max_position_embeddings (32) is not raised quietly for a longer --text
+    let e = err_of(bench(&gpu, &BenchArgs { text: 40, ..b }, std::time::Instant::now()));
+    assert!(e.contains("--text 40") && e.contains("max_position_embeddings 32") && e.contains("small.json"), "{e}");
     std::fs::remove_dir_all(&d).ok();
 }
 
