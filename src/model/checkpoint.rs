@@ -77,7 +77,7 @@ pub fn load_with(gpu: &Gpu, params: &ParamSet, file: &Path, opts: LoadOptions) -
     let bytes = std::fs::read(file).map_err(|e| Error::Other(format!("{}: cannot read checkpoint: {e}", file.display())))?;
     let st =
         SafeTensors::deserialize(&bytes).map_err(|e| Error::Other(format!("{}: not a valid safetensors file ({e}); truncated or corrupt?", file.display())))?;
-    let mut names: Vec<&str> = st.names().into_iter().map(|s| &s[..]).collect();
+    let mut names: Vec<&str> = st.names();
     names.sort_unstable();
     let specs = &params.layout.specs;
     let model_has_cls = specs.iter().any(|s| s.name.starts_with("cls."));

@@ -180,7 +180,7 @@ impl Config {
         }
         let checks: [(bool, String); 5] = [
             (
-                self.hidden_size % self.num_attention_heads == 0,
+                self.hidden_size.is_multiple_of(self.num_attention_heads),
                 format!("hidden_size {} is not a multiple of num_attention_heads {}", self.hidden_size, self.num_attention_heads),
             ),
             (self.hidden_act == "gelu", format!("hidden_act '{}' is not supported (Oscar uses the erf 'gelu')", self.hidden_act)),
