@@ -13,6 +13,11 @@ pub enum Error {
     Device(String),
     #[error("buffer '{label}' needs {bytes} bytes but the adapter allows at most {limit} bytes per {what}")]
     TooLarge { label: String, bytes: u64, limit: u64, what: &'static str },
+    #[error(
+        "out of GPU memory: buffer '{label}' ({} MiB) after {} MiB allocated ({msg}); shrink --batch-size, --text-len or --regions, use --grad-accum for the same batch, or a smaller config",
+        bytes >> 20, allocated >> 20
+    )]
+    OutOfMemory { label: String, bytes: u64, allocated: u64, msg: String },
     #[error("shape error in {op}: {msg}")]
     Shape { op: &'static str, msg: String },
     #[error("GPU validation error in {context}: {msg}")]

@@ -166,6 +166,9 @@ struct EmbedArgs {
     image: Option<String>,
     #[arg(long)]
     out: PathBuf,
+    /// Ignore tensors of the checkpoint that are not parameters of the model (default: an error).
+    #[arg(long)]
+    allow_unexpected: bool,
 }
 
 fn main() -> Result<()> {
@@ -288,7 +291,8 @@ fn embed(opts: &GpuOptions, a: EmbedArgs) -> Result<()> {
     use safetensors::Dtype;
     use vlp_engine::apps::{embed::embed_many, ModelDir};
     let g = Gpu::new(opts)?;
-    let m = ModelDir::load(&g, &a.model).with_context(|| format!("loading model from {}", a.model.display()))?;
+    let opts = vlp_engine::model::checkpoint::LoadOptions { allow_unexpected: a.allow_unexpected };
+    let m = ModelDir::load_with(&g, &a.model, opts).with_context(|| format!("loading model from {}", a.model.display()))?;
     if !m.report.initialized.is_empty() {
         eprintln!("note: {} tensors not in the checkpoint were initialised (e.g. {})", m.report.initialized.len(), m.report.initialized[0]);
     }

@@ -30,7 +30,7 @@ fn args(data: &Path, out: &Path, steps: usize) -> TrainArgs {
         batch_size: 8,
         text_len: 24,
         regions: 6,
-        warmup: 5,
+        warmup: 5.min(steps),
         lr: 2e-3,
         log_every: 1,
         eval_every: 0,

@@ -5,7 +5,7 @@ pub mod evaluate;
 
 use crate::data::Tok;
 use crate::gpu::Gpu;
-use crate::model::checkpoint::{self, LoadReport};
+use crate::model::checkpoint::{self, LoadOptions, LoadReport};
 use crate::model::{Config, Head, ParamLayout, ParamSet};
 use crate::{Error, Result};
 use std::path::Path;
@@ -33,16 +33,19 @@ pub fn read_head(dir: &Path) -> Result<Head> {
 impl ModelDir {
     /// `dir` holds config.json, model.safetensors and tokenizer.json or vocab.txt (+ head.json).
     pub fn load(gpu: &Gpu, dir: &Path) -> Result<ModelDir> {
+        ModelDir::load_with(gpu, dir, LoadOptions::default())
+    }
+
+    /// As `load`, with the checkpoint loaded under `opts` (e.g. allowing unexpected tensors).
+    pub fn load_with(gpu: &Gpu, dir: &Path, opts: LoadOptions) -> Result<ModelDir> {
         let cfg = Config::from_file(&dir.join("config.json"))?;
         let tok = Tok::load(dir)?;
-        if tok.vocab_size() > cfg.vocab_size {
-            return Err(Error::Other(format!("{}: tokenizer has {} tokens but config vocab_size is {}", dir.display(), tok.vocab_size(), cfg.vocab_size)));
-        }
+        tok.check_fits(cfg.vocab_size, &dir.join("config.json"))?;
         let head = read_head(dir)?;
         let layout = Arc::new(ParamLayout::for_model(&cfg, &head, gpu.max_binding_bytes())?);
         let params = ParamSet::zeros(gpu, layout, "params")?;
         params.init(gpu, 42)?;
-        let report = checkpoint::load(gpu, &params, &dir.join("model.safetensors"))?;
+        let report = checkpoint::load_with(gpu, &params, &dir.join("model.safetensors"), opts)?;
         Ok(ModelDir { cfg, head, params, tok, report })
     }
 }

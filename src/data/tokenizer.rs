@@ -14,6 +14,8 @@ pub struct Tok {
     pub cls: u32,
     pub sep: u32,
     pub mask: u32,
+    /// The file it was read from (or "trained tokenizer"), for messages.
+    pub source: String,
 }
 
 /// How to fit text_a and text_b into the text budget.
@@ -37,6 +39,24 @@ fn special(tok: &Tokenizer, s: &str, file: &str) -> Result<u32> {
     tok.token_to_id(s).ok_or_else(|| Error::Other(format!("{file}: vocabulary has no {s} token")))
 }
 
+/// A vocab.txt gives each line the id of its line number: a repeated line would give one token two
+/// ids (and leave an id without a token), so it is an error naming the file and both lines.
+fn check_vocab_lines(path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Other(format!("{}: cannot read vocabulary: {e}", path.display())))?;
+    let mut seen = std::collections::HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_end(); // as the tokenizers crate reads it
+        if let Some(first) = seen.insert(t, i + 1) {
+            return Err(Error::Other(format!(
+                "{}:{}: token '{t}' repeats line {first}; every line of a vocab.txt must be a distinct token",
+                path.display(),
+                i + 1
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The BERT uncased pipeline: clean text, split CJK, lower-case + strip accents, punctuation split.
 fn bert_pipeline(model: WordPiece) -> Tokenizer {
     let mut t = Tokenizer::new(model);
@@ -55,6 +75,7 @@ impl Tok {
             sep: special(&inner, "[SEP]", file)?,
             mask: special(&inner, "[MASK]", file)?,
             inner,
+            source: file.to_string(),
         })
     }
 
@@ -70,10 +91,16 @@ impl Tok {
         }
         let name = path.display().to_string();
         if path.extension().is_some_and(|e| e == "txt") {
+            check_vocab_lines(path)?;
             let wp = WordPiece::from_file(&name).unk_token("[UNK]".into()).build().map_err(|e| Error::Other(format!("{name}: {e}")))?;
             return Tok::wrap(bert_pipeline(wp), &name);
         }
-        let mut t = Tokenizer::from_file(path).map_err(|e| Error::Other(format!("{name}: cannot load tokenizer: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Other(format!("{name}: cannot read tokenizer: {e}")))?;
+        serde_json::from_str::<serde_json::Value>(&text).map_err(|e| Error::Other(format!("{name}: not valid JSON ({e}); truncated or corrupt?")))?;
+        // the tokenizers crate panics on some malformed (valid-JSON) files: a panic there is an error
+        let loaded = std::panic::catch_unwind(|| text.parse::<Tokenizer>())
+            .map_err(|_| Error::Other(format!("{name}: cannot load tokenizer: malformed tokenizer.json (the tokenizers crate failed on it)")))?;
+        let mut t = loaded.map_err(|e| Error::Other(format!("{name}: cannot load tokenizer: {e}")))?;
         // tokenizer.json files often carry padding/truncation settings (sentence-transformers pads
         // to 128); Oscar's layout does its own, so tokenise plain text only.
         t.with_padding(None);
@@ -98,6 +125,27 @@ impl Tok {
 
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+
+    /// One more than the largest token id: the embedding rows the ids need (= `vocab_size` for a
+    /// dense vocabulary).
+    pub fn id_bound(&self) -> usize {
+        self.inner.get_vocab(true).values().map(|&i| i as usize + 1).max().unwrap_or(0)
+    }
+
+    /// Errors unless every token id is below `vocab_size` (of the config `config`).
+    pub fn check_fits(&self, vocab_size: usize, config: &Path) -> Result<()> {
+        let bound = self.id_bound();
+        if bound > vocab_size {
+            let (tok, id) = self.inner.get_vocab(true).into_iter().max_by_key(|x| x.1).unwrap_or_default();
+            return Err(Error::Other(format!(
+                "{}: token '{tok}' has id {id} but {} has vocab_size {vocab_size}: the tokenizer does not belong to this model ({} tokens)",
+                self.source,
+                config.display(),
+                self.vocab_size()
+            )));
+        }
+        Ok(())
     }
 
     /// WordPiece ids of `text`, no special tokens.

@@ -68,13 +68,20 @@ impl Gpu {
         }
         // Zero-size buffers are legal in wgpu but cannot be bound; keep at least one element.
         let size = bytes.max(4).div_ceil(4) * 4;
-        self.allocated.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
-        Ok(Arc::new(self.device.create_buffer(&wgpu::BufferDescriptor {
+        let before = self.allocated.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+        // out of device memory is an error saying so (not a later "buffer is invalid")
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        })))
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            self.allocated.fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+            return Err(Error::OutOfMemory { label: label.to_string(), bytes: size, allocated: before, msg: e.to_string() });
+        }
+        Ok(Arc::new(buf))
     }
 
     pub fn zeros(&self, label: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {

@@ -48,22 +48,84 @@ fn to_f32(file: &Path, name: &str, t: &TensorView) -> Result<Vec<f32>> {
         .ok_or_else(|| Error::Other(format!("{}: tensor '{name}' has dtype {:?}; expected F32, F16 or BF16", file.display(), t.dtype())))
 }
 
-/// Loads every parameter of `params` from `file` (see the module doc for what is accepted).
+/// How strict a load is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Ignore (and report) tensors that are not parameters of the model instead of refusing the
+    /// file (`--allow-unexpected`).
+    pub allow_unexpected: bool,
+}
+
+/// The encoder layer index of a canonical name (`bert.encoder.layer.{l}.…`).
+fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("bert.encoder.layer.")?.split('.').next()?.parse().ok()
+}
+
+/// Loads every parameter of `params` from `file`, strictly (see `load_with`).
 pub fn load(gpu: &Gpu, params: &ParamSet, file: &Path) -> Result<LoadReport> {
+    load_with(gpu, params, file, LoadOptions::default())
+}
+
+/// Loads every parameter of `params` from `file` (see the module doc for what is accepted). The
+/// load is deterministic and strict: two file names for one parameter (`bert.X` and `X`, or
+/// `gamma` and `weight`) are an error naming both; a file with another number of encoder layers
+/// than the config is an error naming both counts; tensors that are not parameters of the model are
+/// an error listing them unless `opts.allow_unexpected`. Expected and ignored: Hugging Face
+/// buffers (`position_ids`, `token_type_ids`), the tied decoder, the AdamW moments of a training
+/// checkpoint, and the pre-training head (`cls.*`) when the model has another head.
+pub fn load_with(gpu: &Gpu, params: &ParamSet, file: &Path, opts: LoadOptions) -> Result<LoadReport> {
     let bytes = std::fs::read(file).map_err(|e| Error::Other(format!("{}: cannot read checkpoint: {e}", file.display())))?;
     let st =
         SafeTensors::deserialize(&bytes).map_err(|e| Error::Other(format!("{}: not a valid safetensors file ({e}); truncated or corrupt?", file.display())))?;
+    let mut names: Vec<&str> = st.names();
+    names.sort_unstable();
+    let specs = &params.layout.specs;
+    let model_has_cls = specs.iter().any(|s| s.name.starts_with("cls."));
+    let model_layers = specs.iter().filter_map(|s| layer_of(&s.name)).max().map_or(0, |l| l + 1);
     let mut found: HashMap<String, String> = HashMap::new();
     let mut report = LoadReport::default();
-    for name in st.names() {
-        match canonical(name) {
-            Some(c) if params.has(&c) => {
-                found.insert(c, name.to_string());
+    let (mut unexpected, mut file_layers) = (Vec::new(), 0usize);
+    for name in names {
+        if name.starts_with("adam_m.") || name.starts_with("adam_v.") {
+            report.ignored.push(name.to_string()); // optimizer state of a training checkpoint
+            continue;
+        }
+        let Some(c) = canonical(name) else {
+            report.ignored.push(name.to_string());
+            continue;
+        };
+        if let Some(l) = layer_of(&c) {
+            file_layers = file_layers.max(l + 1);
+        }
+        if params.has(&c) {
+            if let Some(prev) = found.insert(c.clone(), name.to_string()) {
+                return Err(Error::Other(format!("{}: tensors '{prev}' and '{name}' are both parameter '{c}'; keep one of them in the file", file.display())));
             }
-            _ => report.ignored.push(name.to_string()),
+        } else if c.starts_with("cls.") && !model_has_cls {
+            report.ignored.push(name.to_string()); // the pre-training head, when fine-tuning
+        } else if layer_of(&c).is_none_or(|l| l < model_layers) {
+            unexpected.push(name.to_string()); // (layers beyond the config's are the error below)
         }
     }
-    for spec in &params.layout.specs {
+    if file_layers > 0 && file_layers != model_layers {
+        return Err(Error::Other(format!(
+            "{}: the checkpoint has {file_layers} encoder layers but the config has {model_layers} (num_hidden_layers); use the checkpoint's config.json",
+            file.display()
+        )));
+    }
+    if !unexpected.is_empty() {
+        if !opts.allow_unexpected {
+            let some = unexpected.iter().take(5).map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+            let more = if unexpected.len() > 5 { format!(" and {} more", unexpected.len() - 5) } else { String::new() };
+            return Err(Error::Other(format!(
+                "{}: {} unexpected tensors that are not parameters of this model: {some}{more}; is it the checkpoint of another model or head? (--allow-unexpected ignores them)",
+                file.display(),
+                unexpected.len()
+            )));
+        }
+        report.ignored.extend(unexpected);
+    }
+    for spec in specs {
         let Some(src) = found.get(&spec.name) else {
             if optional(&spec.name) {
                 report.initialized.push(spec.name.clone());

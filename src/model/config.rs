@@ -115,23 +115,89 @@ impl Config {
         Ok(c)
     }
 
+    /// Upper bounds that no real model reaches (BERT-large: 24 layers, H 1024, F 4096, 30 522
+    /// tokens, 512 positions): a value above is a typo or a corrupt file, refused before anything is
+    /// allocated.
+    pub const LIMITS: [(&'static str, usize); 8] = [
+        ("vocab_size", 1 << 22),
+        ("hidden_size", 1 << 16),
+        ("num_hidden_layers", 1000),
+        ("num_attention_heads", 1024),
+        ("intermediate_size", 1 << 18),
+        ("max_position_embeddings", 1 << 20),
+        ("type_vocab_size", 1024),
+        ("img_feature_dim", 1 << 20),
+    ];
+    /// Parameters beyond this (2^34 f32 = 64 GiB, before gradients and AdamW) cannot be trained or
+    /// run on any one GPU.
+    pub const MAX_PARAMS: f64 = (1u64 << 34) as f64;
+
+    fn sizes(&self) -> [usize; 8] {
+        [
+            self.vocab_size,
+            self.hidden_size,
+            self.num_hidden_layers,
+            self.num_attention_heads,
+            self.intermediate_size,
+            self.max_position_embeddings,
+            self.type_vocab_size,
+            self.img_feature_dim,
+        ]
+    }
+
+    /// The parameter count of the encoder and pooler (heads add little), in f64 so that absurd
+    /// sizes do not overflow.
+    pub fn approx_params(&self) -> f64 {
+        let (h, f) = (self.hidden_size as f64, self.intermediate_size as f64);
+        let emb = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) as f64 * h + (self.img_feature_dim as f64 + 1.0) * h;
+        let layer = 4.0 * (h * h + h) + 2.0 * h * f + f + h + 4.0 * h;
+        emb + self.num_hidden_layers as f64 * layer + h * h + h
+    }
+
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let checks: [(bool, String); 7] = [
-            (self.hidden_size > 0 && self.num_hidden_layers > 0 && self.vocab_size > 0, "sizes must be positive".into()),
+        for ((key, limit), v) in Config::LIMITS.iter().zip(self.sizes()) {
+            if v == 0 {
+                return Err(format!("{key} is 0; sizes must be positive"));
+            }
+            if v > *limit {
+                return Err(format!("{key} {v} is beyond any model this engine can run (at most {limit})"));
+            }
+        }
+        let n = self.approx_params();
+        if n > Config::MAX_PARAMS {
+            return Err(format!(
+                "{:.1e} parameters (hidden_size {}, num_hidden_layers {}, intermediate_size {}, vocab_size {}) cannot fit in any GPU's memory",
+                n, self.hidden_size, self.num_hidden_layers, self.intermediate_size, self.vocab_size
+            ));
+        }
+        for (key, v) in [("layer_norm_eps", self.layer_norm_eps), ("img_layer_norm_eps", self.img_layer_norm_eps)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{key} {v} must be a finite number > 0 (BERT uses 1e-12)"));
+            }
+        }
+        if !(self.initializer_range.is_finite() && self.initializer_range >= 0.0) {
+            return Err(format!("initializer_range {} must be a finite number >= 0", self.initializer_range));
+        }
+        let checks: [(bool, String); 5] = [
             (
-                self.num_attention_heads > 0 && self.hidden_size % self.num_attention_heads == 0,
+                self.hidden_size.is_multiple_of(self.num_attention_heads),
                 format!("hidden_size {} is not a multiple of num_attention_heads {}", self.hidden_size, self.num_attention_heads),
             ),
             (self.hidden_act == "gelu", format!("hidden_act '{}' is not supported (Oscar uses the erf 'gelu')", self.hidden_act)),
-            ((0.0..1.0).contains(&self.hidden_dropout_prob) && (0.0..1.0).contains(&self.attention_probs_dropout_prob), "dropout must be in [0, 1)".into()),
-            (self.type_vocab_size >= 2, format!("type_vocab_size {} < 2 (tags are segment 1)", self.type_vocab_size)),
+            ((0.0..1.0).contains(&self.hidden_dropout_prob), format!("hidden_dropout_prob {} must be in [0, 1)", self.hidden_dropout_prob)),
+            (
+                (0.0..1.0).contains(&self.attention_probs_dropout_prob),
+                format!("attention_probs_dropout_prob {} must be in [0, 1)", self.attention_probs_dropout_prob),
+            ),
             ((2..=3).contains(&self.num_contrast_classes), format!("num_contrast_classes {} (2 or 3)", self.num_contrast_classes)),
-            (self.img_feature_dim > 0 && self.intermediate_size > 0, "img_feature_dim and intermediate_size must be positive".into()),
         ];
         for (ok, msg) in checks {
             if !ok {
                 return Err(msg);
             }
+        }
+        if self.type_vocab_size < 2 {
+            return Err(format!("type_vocab_size {} < 2 (tags are segment 1)", self.type_vocab_size));
         }
         Ok(())
     }

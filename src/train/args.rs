@@ -3,6 +3,20 @@
 use crate::ops::matmul::Precision;
 use std::path::PathBuf;
 
+/// `--warmup` when not given.
+pub const DEFAULT_WARMUP: usize = 30;
+
+impl TrainArgs {
+    /// The warm-up the run uses: `warmup`, with the default capped at `steps`.
+    pub fn warmup_steps(&self) -> usize {
+        if self.warmup == DEFAULT_WARMUP {
+            self.warmup.min(self.steps)
+        } else {
+            self.warmup
+        }
+    }
+}
+
 pub fn parse_precision(s: &str) -> Result<Precision, String> {
     match s {
         "f32" | "fp32" => Ok(Precision::F32),
@@ -41,6 +55,11 @@ pub struct TrainArgs {
     /// trainer says which.
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// With --init: ignore tensors of the checkpoint that are not parameters of the model (by
+    /// default they are an error; the pre-training head `cls.*` is always ignored by a fine-tuning
+    /// head).
+    #[arg(long)]
+    pub allow_unexpected: bool,
     #[arg(long, default_value_t = 300)]
     pub steps: usize,
     /// Sequences (pre-training) or positive examples (retrieval: each with one negative) per micro-batch.
@@ -48,14 +67,16 @@ pub struct TrainArgs {
     pub batch_size: usize,
     #[arg(long, default_value_t = 1)]
     pub grad_accum: usize,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     pub lr: f32,
-    #[arg(long, default_value_t = 30)]
+    /// Linear learning-rate warm-up steps. The default is capped at --steps; any other value
+    /// beyond --steps is an error.
+    #[arg(long, default_value_t = DEFAULT_WARMUP)]
     pub warmup: usize,
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
     pub weight_decay: f32,
     /// Global gradient-norm clip; <= 0 turns it off.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub max_grad_norm: f32,
     /// Text tokens per sequence ([CLS] caption [SEP] tags [SEP] + padding).
     #[arg(long, default_value_t = 32)]
@@ -67,7 +88,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub three_way: bool,
     /// Dropout of the fine-tuning head (pre-training uses the config's dropout only).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub head_dropout: f32,
     #[arg(long, default_value_t = 100)]
     pub eval_every: usize,
@@ -93,7 +114,7 @@ pub struct TrainArgs {
     pub precision: Precision,
     /// With --precision f16: the first loss scale (default 65536; halved on overflow, doubled
     /// after 2000 clean steps).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub loss_scale: Option<f32>,
     /// Show a progress bar.
     #[arg(skip = true)]

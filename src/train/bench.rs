@@ -67,8 +67,10 @@ pub fn forward_flops(c: &Config, text: usize, regions: usize, masked: f64) -> f6
 
 fn random_batch(c: &Config, s: &Shape, rng: &mut Rng, masked_per_seq: usize) -> Batch {
     let (bt, sq) = (s.batch * s.text, s.seq());
+    let lo = if c.vocab_size > 2000 { 1000 } else { 0 };
     let mut b = Batch {
-        input_ids: (0..bt).map(|_| 1000 + rng.below(c.vocab_size - 1000) as u32).collect(),
+        // above BERT's special and rare tokens when the vocabulary has them (a small one: any id)
+        input_ids: (0..bt).map(|_| (lo + rng.below(c.vocab_size - lo)) as u32).collect(),
         type_ids: (0..bt).map(|i| ((i % s.text) >= s.text / 2) as u32).collect(),
         pos_ids: (0..bt).map(|i| (i % s.text) as u32).collect(),
         // uniform, not normal: 13M Box-Muller draws at batch 128 would delay the first step
@@ -91,10 +93,17 @@ fn random_batch(c: &Config, s: &Shape, rng: &mut Rng, masked_per_seq: usize) -> 
 }
 
 pub fn bench(gpu: &Gpu, a: &BenchArgs, launched: Instant) -> Result<BenchResult> {
-    let mut cfg = Config::load(&a.config)?;
-    cfg.max_position_embeddings = cfg.max_position_embeddings.max(a.text);
     if a.text < 4 || a.batch == 0 {
         return Err(Error::Other("bench needs --text >= 4 and --batch >= 1".into()));
+    }
+    if a.steps == 0 {
+        return Err(Error::Other("bench --steps 0: at least one timed step is needed".into()));
+    }
+    let mut cfg = Config::load(&a.config)?;
+    if Config::preset(&a.config).is_some() {
+        cfg.max_position_embeddings = cfg.max_position_embeddings.max(a.text);
+    } else if cfg.max_position_embeddings < a.text {
+        return Err(Error::Other(format!("bench --text {} is longer than max_position_embeddings {} of {}", a.text, cfg.max_position_embeddings, a.config)));
     }
     // Oscar masks 15 % of text tokens; the capacity is fixed per shape, so every slot is used here
     let masked_per_seq = ((0.15 * a.text as f64).round() as usize).max(1);

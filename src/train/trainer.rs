@@ -68,10 +68,55 @@ fn init_source(a: &TrainArgs) -> (Option<PathBuf>, String) {
     }
 }
 
-pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
-    if a.steps == 0 || a.batch_size == 0 || a.grad_accum == 0 {
-        return Err(Error::Other("--steps, --batch-size and --grad-accum must be positive".into()));
+/// The flags that make a run the same run: written into each training checkpoint and compared by
+/// `--resume` (with --seed and the model config, checked apart).
+pub fn run_flags(a: &TrainArgs) -> Vec<(&'static str, String)> {
+    let precision = match a.precision {
+        Precision::F32 => "f32",
+        Precision::F16 => "f16",
+    };
+    vec![
+        ("--task", a.task.clone()),
+        ("--steps", a.steps.to_string()),
+        ("--batch-size", a.batch_size.to_string()),
+        ("--grad-accum", a.grad_accum.to_string()),
+        ("--text-len", a.text_len.to_string()),
+        ("--regions", a.regions.to_string()),
+        ("--precision", precision.to_string()),
+        ("--lr", a.lr.to_string()),
+        ("--warmup", a.warmup_steps().to_string()),
+        ("--weight-decay", a.weight_decay.to_string()),
+        ("--max-grad-norm", a.max_grad_norm.to_string()),
+        ("--three-way", a.three_way.to_string()),
+        ("--head-dropout", a.head_dropout.to_string()),
+    ]
+}
+
+/// Flag values that cannot make a sensible run, refused before anything is read or written.
+fn check_flags(a: &TrainArgs) -> Result<()> {
+    let bad = |flag: &str, v: &dyn std::fmt::Display, why: &str| Err(Error::Other(format!("{flag} {v}: {why}")));
+    for (flag, v) in [("--steps", a.steps), ("--batch-size", a.batch_size), ("--grad-accum", a.grad_accum)] {
+        if v == 0 {
+            return bad(flag, &v, "must be at least 1");
+        }
     }
+    if !(a.lr.is_finite() && a.lr > 0.0) {
+        return bad("--lr", &a.lr, "the learning rate must be a finite number > 0");
+    }
+    if !(a.weight_decay.is_finite() && a.weight_decay >= 0.0) {
+        return bad("--weight-decay", &a.weight_decay, "must be a finite number >= 0");
+    }
+    if a.max_grad_norm.is_nan() {
+        return bad("--max-grad-norm", &a.max_grad_norm, "must be a number (<= 0 turns clipping off)");
+    }
+    if a.warmup_steps() > a.steps {
+        return bad("--warmup", &a.warmup, &format!("longer than the run (--steps {}); the learning rate would never reach --lr", a.steps));
+    }
+    Ok(())
+}
+
+pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
+    check_flags(a)?;
     if let Some(s) = a.loss_scale {
         if a.precision != Precision::F16 || !(s.is_finite() && s >= MIN_SCALE) {
             return Err(Error::Other(format!("--loss-scale {s}: needs --precision f16 and a finite value >= {MIN_SCALE}")));
@@ -83,10 +128,20 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
     if !(0.0..1.0).contains(&a.head_dropout) {
         return Err(Error::Other(format!("--head-dropout {} must be in [0, 1)", a.head_dropout)));
     }
+    let ckpt = a.out.join("checkpoint.safetensors");
+    if a.resume && !ckpt.exists() {
+        return Err(Error::Other(format!("--resume: there is no checkpoint {} to resume from (run without --resume to start)", ckpt.display())));
+    }
     let (init_file, config) = init_source(a);
     let preset = Config::preset(&config).is_some();
     let mut cfg = Config::load(&config)?;
     std::fs::create_dir_all(&a.out).map_err(|e| Error::Other(format!("{}: {e}", a.out.display())))?;
+    let _lock = crate::util::DirLock::acquire(&a.out, "train")?;
+    for d in [a.out.clone(), a.out.join("model")] {
+        for f in crate::util::remove_stale_temps(&d) {
+            eprintln!("removed {}, left by an interrupted run", f.display());
+        }
+    }
     let data_dir = prepare_data(a, cfg.img_feature_dim)?;
     let tok_path = a.tokenizer.clone().unwrap_or_else(|| data_dir.join("tokenizer.json"));
     let tok = Tok::load(&tok_path)?;
@@ -110,22 +165,29 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
         t => return Err(Error::Other(format!("--task {t}: expected pretrain, retrieval, vqa, gqa or nlvr2"))),
     };
     if preset {
-        // a preset adapts to the data: its vocabulary and feature width
-        cfg.vocab_size = tok.vocab_size();
+        // a preset adapts to the data: its vocabulary, feature width and text length
+        cfg.vocab_size = tok.id_bound();
         cfg.img_feature_dim = task.feature_dim();
-    } else if cfg.img_feature_dim != task.feature_dim() || cfg.vocab_size < tok.vocab_size() {
+        cfg.max_position_embeddings = cfg.max_position_embeddings.max(a.text_len);
+    } else if cfg.vocab_size < tok.id_bound() {
+        tok.check_fits(cfg.vocab_size, Path::new(&config))?;
+    } else if cfg.img_feature_dim != task.feature_dim() {
         return Err(Error::Other(format!(
             "config {config} (img_feature_dim {}, vocab {}) does not fit the data (feature dim {}) and tokenizer ({} tokens)",
             cfg.img_feature_dim,
             cfg.vocab_size,
             task.feature_dim(),
-            tok.vocab_size()
+            tok.id_bound()
+        )));
+    } else if cfg.max_position_embeddings < a.text_len {
+        return Err(Error::Other(format!(
+            "--text-len {} is longer than max_position_embeddings {} of config {config}: shorten --text-len",
+            a.text_len, cfg.max_position_embeddings
         )));
     }
     if a.task == "pretrain" {
         cfg.num_contrast_classes = if a.three_way { 3 } else { 2 };
     }
-    cfg.max_position_embeddings = cfg.max_position_embeddings.max(a.text_len);
     cfg.validate().map_err(Error::Other)?;
     let head = task.head(&cfg);
     run(gpu, a, &cfg, &head, task.as_ref(), &tok, init_file.as_deref())
@@ -133,7 +195,7 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
 
 fn cfg_vocab(preset: bool, cfg: &Config, tok: &Tok) -> usize {
     if preset {
-        tok.vocab_size()
+        tok.id_bound()
     } else {
         cfg.vocab_size
     }
@@ -146,7 +208,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
     let grads = ParamSet::zeros(gpu, layout.clone(), "grads")?;
     params.init(gpu, a.seed)?;
     if let Some(init) = init {
-        let r = checkpoint::load(gpu, &params, init)?;
+        let r = checkpoint::load_with(gpu, &params, init, checkpoint::LoadOptions { allow_unexpected: a.allow_unexpected })?;
         eprintln!("init from {}: {} loaded, {} initialised, {} ignored", init.display(), r.loaded.len(), r.initialized.len(), r.ignored.len());
         let fresh: Vec<&String> = r.initialized.iter().filter(|n| head.specs(cfg).iter().any(|(h, _)| h == *n)).collect();
         if !fresh.is_empty() {
@@ -179,9 +241,13 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
     let (mut rb_loss, mut rb_clip) = (Readback::new(gpu, 4 * n_loss as u64)?, Readback::new(gpu, 16)?);
 
     let ckpt = a.out.join("checkpoint.safetensors");
+    let flags = run_flags(a);
     let mut start = 0;
-    if a.resume && ckpt.exists() {
-        let r = state::load(gpu, &ckpt, cfg, &params, &opt.m, &opt.v)?;
+    if a.resume {
+        if !ckpt.exists() {
+            return Err(Error::Other(format!("--resume: there is no checkpoint {} to resume from (run without --resume to start)", ckpt.display())));
+        }
+        let r = state::load(gpu, &ckpt, cfg, &params, &opt.m, &opt.v, &flags, a.steps)?;
         if r.seed != a.seed {
             return Err(Error::Other(format!("{}: written with --seed {}, resuming with --seed {}", ckpt.display(), r.seed, a.seed)));
         }
@@ -235,7 +301,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
             rec.run((micro == 0).then_some(&start_loss).into_iter().chain(opt.micro_batch(&step, micro == 0)).chain([&add_loss]));
             rec.submit();
         }
-        let lr = schedule::lr_at(s, a.steps, a.warmup, a.lr);
+        let lr = schedule::lr_at(s, a.steps, a.warmup_steps(), a.lr);
         opt.adamw.set_step_scaled(gpu, lr, s as u32, 1.0 / scaler.scale)?;
         seqs_since += seqs * a.grad_accum;
         let do_eval = a.eval_every > 0 && (s % a.eval_every == 0 || s == a.steps) && eval.is_some();
@@ -324,7 +390,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
             seqs_since = 0;
             t_log = Instant::now();
             if do_save {
-                state::save(gpu, &ckpt, cfg, &params, &opt.m, &opt.v, s, a.seed, f16.then(|| scaler.state()))?;
+                state::save(gpu, &ckpt, cfg, &params, &opt.m, &opt.v, s, a.seed, f16.then(|| scaler.state()), &flags)?;
             }
         }
         bar.set_position(s as u64);
