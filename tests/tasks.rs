@@ -47,7 +47,17 @@ fn finetune(gpu: &Gpu, data: &Path, out: &Path, task: &str, steps: usize) -> vlp
 }
 
 fn eval_args(task: &str, model: &Path, data: &Path) -> EvalArgs {
-    EvalArgs { task: task.into(), model: model.to_path_buf(), data: data.to_path_buf(), split: "val".into(), images: Some(12), batch: 32, text_len: 16, regions: 6, out: None }
+    EvalArgs {
+        task: task.into(),
+        model: model.to_path_buf(),
+        data: data.to_path_buf(),
+        split: "val".into(),
+        images: Some(12),
+        batch: 32,
+        text_len: 16,
+        regions: 6,
+        out: None,
+    }
 }
 
 #[test]
