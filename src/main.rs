@@ -41,6 +41,10 @@ enum Cmd {
     /// Append VQA v2, GQA, NLVR2 or COCO captions, in their own formats, to an existing store.
     /// Evaluate a fine-tuned model on a store's split: retrieval R@K, VQA (official accuracy), GQA, NLVR2.
     Eval(vlp_engine::apps::evaluate::EvalArgs),
+    /// Rank a store's images for a sentence (--query), or its captions for an image (--image).
+    Retrieve(vlp_engine::apps::query::QueryArgs),
+    /// Answer a question about a store image (--image) or an image file (--image-file).
+    Answer(vlp_engine::apps::query::QueryArgs),
     Import(vlp_engine::data::formats::import::ImportArgs),
 }
 
@@ -185,6 +189,20 @@ fn main() -> Result<()> {
             let g = Gpu::new(&opts)?;
             let r = vlp_engine::apps::evaluate::evaluate(&g, &a, true)?;
             println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::Retrieve(a) => {
+            let g = Gpu::new(&opts)?;
+            for (k, (what, p)) in vlp_engine::apps::query::retrieve(&g, &a)?.iter().enumerate() {
+                println!("{:>3}. {p:.4}  {what}", k + 1);
+            }
+            Ok(())
+        }
+        Cmd::Answer(a) => {
+            let g = Gpu::new(&opts)?;
+            for (k, (what, p)) in vlp_engine::apps::query::answer(&g, &a)?.iter().enumerate() {
+                println!("{:>3}. {p:.4}  {what}", k + 1);
+            }
             Ok(())
         }
         Cmd::Import(a) => {

@@ -111,3 +111,67 @@ fn vqa_retrieval_and_nlvr2_train_save_and_evaluate() {
         }
     }
 }
+
+#[test]
+fn a_folder_of_pngs_goes_through_convert_images_train_vqa_eval_and_answer_image_file() {
+    use image::{Rgb, RgbImage};
+    use vlp_engine::apps::query::{answer, QueryArgs};
+    use vlp_engine::data::images::{convert_images, Patches};
+    let d = tmp("png");
+    let colours = [("red", [220u8, 20, 20]), ("green", [20, 200, 40]), ("blue", [30, 40, 210])];
+    for split in ["train", "val"] {
+        let dir = d.join(format!("png-{split}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let n = if split == "train" { 12 } else { 6 };
+        for i in 0..n {
+            let (_, rgb) = colours[i % 3];
+            // a coloured square on a grey background, at a place that varies
+            let img = RgbImage::from_fn(24, 24, |x, y| if (x + i as u32) % 24 < 14 && (y + 2 * i as u32) % 24 < 14 { Rgb(rgb) } else { Rgb([128, 128, 128]) });
+            img.save(dir.join(format!("{split}{i:02}.png"))).unwrap();
+        }
+        convert_images(&dir, &d.join("store"), split, Patches::new(2, Some(8)).unwrap(), None, None).unwrap();
+    }
+    // questions about the images, and a tokenizer for their words
+    let mut lines = String::new();
+    for split in ["train", "val"] {
+        for i in 0..(if split == "train" { 12 } else { 6 }) {
+            lines.push_str(&format!("{{\"image_id\":\"{split}{i:02}\",\"question\":\"what color is the square?\",\"answer\":\"{}\"}}\n", colours[i % 3].0));
+        }
+    }
+    std::fs::write(d.join("store/vqa.jsonl"), lines).unwrap();
+    std::fs::write(d.join("store/captions.jsonl"), "{\"image_id\":\"train00\",\"caption\":\"a red square\"}\n").unwrap();
+    let tok = Tok::train(&["what color is the square? red green blue a".to_string()], 100).unwrap();
+    tok.save(&d.join("store/tokenizer.json")).unwrap();
+    let gpu = Gpu::default_device().unwrap();
+    let s = finetune(&gpu, &d.join("store"), &d.join("out"), "vqa", 30);
+    assert!(s.losses.iter().all(|l| l.1.is_finite()));
+    let model = d.join("out/model");
+    let cfg = vlp_engine::model::Config::from_file(&model.join("config.json")).unwrap();
+    assert_eq!(cfg.img_feature_dim, 3 * 4 * 4 + 6, "a tiny preset adapts to 4x4-pixel patches");
+    let r = evaluate(&gpu, &eval_args("vqa", &model, &d.join("store")), false).unwrap();
+    assert_eq!(r["questions"], 6);
+    assert!((0.0..=100.0).contains(&r["accuracy"].as_f64().unwrap()), "{r}");
+    let q = QueryArgs {
+        model: model.clone(),
+        data: d.join("store"),
+        query: None,
+        image: None,
+        image_file: Some(d.join("png-val/val01.png")),
+        grid: 2,
+        question: Some("what color is the square?".into()),
+        tags: None,
+        top: 3,
+        batch: 8,
+        text_len: 16,
+        regions: 6,
+    };
+    let top = answer(&gpu, &q).unwrap();
+    eprintln!("answer --image-file: {top:?}");
+    assert_eq!(top.len(), 3);
+    assert!(top.windows(2).all(|w| w[0].1 >= w[1].1) && top.iter().all(|t| (0.0..=1.0).contains(&t.1)), "{top:?}");
+    assert!(top.iter().all(|t| ["red", "green", "blue"].contains(&t.0.as_str())));
+    // a file that is not an image is an error naming it
+    std::fs::write(d.join("broken.png"), b"not a png").unwrap();
+    let e = answer(&gpu, &QueryArgs { image_file: Some(d.join("broken.png")), ..q.clone() }).unwrap_err().to_string();
+    assert!(e.contains("broken.png"), "{e}");
+}

@@ -2,6 +2,7 @@
 //! tokenizer, head.json), tokenize, and run many inputs through one forward-only plan.
 pub mod embed;
 pub mod evaluate;
+pub mod query;
 
 use crate::data::Tok;
 use crate::gpu::Gpu;
