@@ -156,7 +156,7 @@ fn rowwise(c: &mut Criterion) {
     let labels = g.upload_i32("labels", &[lrows], &(0..lrows as i32).map(|i| i * 97 % vocab as i32).collect::<Vec<_>>()).unwrap();
     let (stats, out, dl) =
         (g.zeros("st", &[3 * lrows], DType::F32).unwrap(), g.zeros("o", &[3], DType::F32).unwrap(), g.zeros("dl", &[lrows * vocab], DType::F32).unwrap());
-    let ce = CrossEntropy { rows: lrows, vocab, ignore_index: -1 };
+    let ce = CrossEntropy { rows: lrows, vocab, ignore_index: -1, smoothing: 0.0 };
     let mut list = ce.forward(g, &logits, &labels, &stats, &out).unwrap();
     list.push(ce.backward(g, &logits, &labels, &stats, &out, &dl, 1.0).unwrap());
     bench_list(c, g, "cross_entropy_fwd_bwd (bytes)", format!("{lrows}x{vocab}"), Throughput::Bytes(12 * (lrows * vocab) as u64), list);

@@ -70,3 +70,57 @@ fn caption_lm_head_trains_with_label_smoothing_on_a_seq2seq_mask() {
     assert!(losses.iter().all(|l| l.is_finite()));
     assert!(losses[5] < losses[0] - 0.05, "loss did not fall: {losses:?}");
 }
+
+#[test]
+fn soft_bce_classifier_gradient_is_the_mean_of_sigmoid_minus_target() {
+    // d(sum over answers, mean over the batch of BCE)/d bias_k = mean_b (sigmoid(x_bk) - y_bk)
+    let gpu = Gpu::default_device().unwrap();
+    let mut cfg = Config::preset("tiny").unwrap();
+    cfg.vocab_size = 40;
+    cfg.img_feature_dim = 8;
+    let (n, b) = (5usize, 4usize);
+    let head = Head::Classifier { labels: n, loss: vlp_engine::model::ClassLoss::SoftBce, dropout: 0.0 };
+    let layout = Arc::new(ParamLayout::for_model(&cfg, &head, gpu.max_binding_bytes()).unwrap());
+    let params = ParamSet::zeros(&gpu, layout.clone(), "params").unwrap();
+    let grads = ParamSet::zeros(&gpu, layout.clone(), "grads").unwrap();
+    params.init(&gpu, 3).unwrap();
+    // a bias far from zero so sigmoid(x) - y is not symmetric
+    params.upload(&gpu, "classifier.bias", &[0.5, -1.0, 2.0, 0.0, -0.3]).unwrap();
+    let s = Shape { batch: b, text: 6, regions: 2, masked: 1, mask3d: false };
+    let step = Step::new(&gpu, &cfg, &params, Some(&grads), &head, s, Mode::Train { dropout: false }, 1.0, Precision::F32).unwrap();
+    let mut r = Rng::new(4);
+    let targets: Vec<f32> = (0..b * n).map(|i| [0.0, 0.3, 1.0, 0.0, 0.6][i % 5] * (i % 3 != 0) as u32 as f32).collect();
+    let batch = Batch {
+        input_ids: (0..b * 6).map(|_| 5 + r.below(30) as u32).collect(),
+        type_ids: vec![0; b * 6],
+        pos_ids: (0..b).flat_map(|_| 0..6u32).collect(),
+        img: (0..b * 2 * 8).map(|_| r.normal()).collect(),
+        mask: vec![1.0; b * 8],
+        labels: Labels::Soft(targets.clone()),
+    };
+    step.upload(&gpu, &cfg, &batch).unwrap();
+    let opt = Optimizer::new(&gpu, &params, &grads, AdamWConfig::default(), 0.01).unwrap();
+    let mut rec = Recorder::new(&gpu);
+    rec.run(opt.micro_batch(&step, true));
+    rec.submit();
+    let HeadActs::Classifier(a) = &step.head_acts else { unreachable!() };
+    let logits = gpu.read_f32(&a.logits).unwrap();
+    let sig = |x: f32| 1.0 / (1.0 + (-x).exp());
+    let want: Vec<f32> = (0..n).map(|k| (0..b).map(|i| sig(logits[i * n + k]) - targets[i * n + k]).sum::<f32>() / b as f32).collect();
+    let got = gpu.read_f32(&grads.get("classifier.bias").unwrap()).unwrap();
+    for k in 0..n {
+        assert!((got[k] - want[k]).abs() < 1e-5, "bias grad {k}: {} vs {}", got[k], want[k]);
+    }
+    let loss: f32 = (0..b * n)
+        .map(|i| {
+            let x = logits[i];
+            x.max(0.0) - x * targets[i] + (1.0 + (-x.abs()).exp()).ln()
+        })
+        .sum::<f32>()
+        / b as f32;
+    let l = gpu.read_f32(step.losses()).unwrap()[2];
+    assert!((l - loss).abs() < 1e-4 * loss.max(1.0), "loss {l} vs {loss}");
+    // the encoder gets a gradient too (through pooled)
+    let q = gpu.read_f32(&grads.get("bert.encoder.layer.0.attention.self.query.weight").unwrap()).unwrap();
+    assert!(q.iter().any(|&g| g != 0.0));
+}

@@ -56,6 +56,7 @@ fn eval_args(task: &str, model: &Path, data: &Path) -> EvalArgs {
         batch: 32,
         text_len: 16,
         regions: 6,
+        no_tags: false,
         out: None,
     }
 }

@@ -37,6 +37,9 @@ pub struct EvalArgs {
     pub text_len: usize,
     #[arg(long, default_value_t = 6)]
     pub regions: usize,
+    /// An empty tag segment (a model trained with `train --no-tags`).
+    #[arg(long)]
+    pub no_tags: bool,
     /// Also write the JSON object here (atomically).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -61,7 +64,10 @@ pub fn evaluate(gpu: &Gpu, a: &EvalArgs, progress: bool) -> Result<serde_json::V
             m.report.initialized[0]
         )));
     }
-    let data = PretrainData::load(&a.data, &m.tok)?;
+    let mut data = PretrainData::load(&a.data, &m.tok)?;
+    if a.no_tags {
+        data.clear_tags();
+    }
     if data.feature_dim != m.cfg.img_feature_dim {
         return Err(Error::Other(format!("{}: features are {}-d but the model takes {}", a.data.display(), data.feature_dim, m.cfg.img_feature_dim)));
     }

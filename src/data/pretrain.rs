@@ -73,6 +73,11 @@ impl PretrainData {
         Ok(PretrainData { feature_dim: features.dim(), images: imgs, ids, feature_of, features, captions, by_image })
     }
 
+    /// Empties every image's tags (the no-tags ablation).
+    pub fn clear_tags(&mut self) {
+        self.images.iter_mut().for_each(|t| t.0.clear());
+    }
+
     /// Image index by id.
     pub fn image_index(&self) -> HashMap<&str, usize> {
         self.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect()

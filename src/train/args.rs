@@ -84,6 +84,9 @@ pub struct TrainArgs {
     /// Region slots per sequence.
     #[arg(long, default_value_t = 6)]
     pub regions: usize,
+    /// An empty tag segment everywhere (`[CLS] text [SEP] [SEP]`): the ablation of Oscar's object tags.
+    #[arg(long)]
+    pub no_tags: bool,
     /// Oscar+ 3-way contrastive loss instead of vanilla Oscar's 2-way (pre-training).
     #[arg(long)]
     pub three_way: bool,

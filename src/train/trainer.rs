@@ -88,6 +88,7 @@ pub fn run_flags(a: &TrainArgs) -> Vec<(&'static str, String)> {
         ("--weight-decay", a.weight_decay.to_string()),
         ("--max-grad-norm", a.max_grad_norm.to_string()),
         ("--three-way", a.three_way.to_string()),
+        ("--no-tags", a.no_tags.to_string()),
         ("--head-dropout", a.head_dropout.to_string()),
     ]
 }
@@ -145,7 +146,10 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
     let data_dir = prepare_data(a, cfg.img_feature_dim)?;
     let tok_path = a.tokenizer.clone().unwrap_or_else(|| data_dir.join("tokenizer.json"));
     let tok = Tok::load(&tok_path)?;
-    let data = PretrainData::load(&data_dir, &tok)?;
+    let mut data = PretrainData::load(&data_dir, &tok)?;
+    if a.no_tags {
+        data.clear_tags();
+    }
     let task: Box<dyn Task + '_> = match a.task.as_str() {
         "pretrain" => Box::new(tasks::pretrain::Pretrain::new(&data, &tok, a.batch_size, a.text_len, a.regions, a.three_way, cfg_vocab(preset, &cfg, &tok))?),
         "retrieval" => Box::new(tasks::retrieval::Retrieval::new(&data, &tok, a.batch_size, a.text_len, a.regions, a.head_dropout)?),
