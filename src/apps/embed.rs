@@ -3,8 +3,7 @@
 use super::ModelDir;
 use crate::data::Truncation;
 use crate::gpu::Gpu;
-use crate::model::{Batch, Labels, Mode, Shape, Step};
-use crate::ops::matmul::Precision;
+use crate::model::{Batch, Labels, Shape};
 use crate::{Error, Result};
 
 /// One encoded text: its ids, the last hidden states of its text tokens (and of its regions,
@@ -41,8 +40,7 @@ pub fn embed_many(
         }
     }
     let Some(text) = inputs.iter().map(|x| x.ids.len()).max() else { return Ok(Vec::new()) };
-    let shape = Shape { batch: batch.clamp(1, texts.len()), text, regions: r, masked: 1, mask3d: false };
-    let step = Step::new(gpu, c, &m.params, None, &m.head, shape, Mode::Eval, 1.0, Precision::F32)?;
+    let (step, shape) = m.eval_step(gpu, batch.clamp(1, texts.len()), text, r)?;
     let (h, sq) = (c.hidden_size, shape.seq());
     let mut out = Vec::with_capacity(texts.len());
     for chunk in inputs.chunks(shape.batch) {

@@ -8,11 +8,10 @@ use super::ModelDir;
 use crate::data::pretrain::PretrainData;
 use crate::gpu::Gpu;
 use crate::model::heads::HeadActs;
-use crate::model::{Batch, Head, Labels, Mode, Shape, Step};
-use crate::ops::matmul::Precision;
+use crate::model::{Batch, Head, Labels};
 use crate::tasks::{nlvr2::Nlvr2, qa::Qa};
 use crate::{Error, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -75,27 +74,14 @@ pub fn evaluate(gpu: &Gpu, a: &EvalArgs, progress: bool) -> Result<serde_json::V
     let t0 = Instant::now();
     let mut out = match (a.task.as_str(), &m.head) {
         ("retrieval", Head::Classifier { labels: 2, .. }) => retrieval(gpu, &m, &data, a, text, progress)?,
-        ("vqa" | "gqa", Head::Classifier { labels, .. }) => {
-            let answers = read_answers(&a.model)?;
-            if answers.len() != *labels {
-                return Err(Error::Other(format!("{}: answers.json has {} answers, the head {labels}", a.model.display(), answers.len())));
-            }
+        ("vqa" | "gqa", Head::Classifier { .. }) => {
+            let answers = m.answers(&a.model)?;
             let qa = Qa::load(&a.data, &data, &m.tok, a.task == "vqa", Some(answers), 1, a.batch, text, a.regions, 0.0)?;
             let pool = qa.pool(&a.split);
             if pool.is_empty() {
                 return Err(Error::Other(format!("{}: no questions on split '{}' images", a.data.display(), a.split)));
             }
-            let step = Step::new(
-                gpu,
-                &m.cfg,
-                &m.params,
-                None,
-                &m.head,
-                Shape { batch: a.batch, text, regions: a.regions, masked: 1, mask3d: false },
-                Mode::Eval,
-                1.0,
-                Precision::F32,
-            )?;
+            let (step, _) = m.eval_step(gpu, a.batch, text, a.regions)?;
             let b = bar(pool.len(), "questions", progress);
             let pred = qa.predict(gpu, &m.cfg, &step, &pool, |n| b.set_position(n as u64))?;
             b.finish_and_clear();
@@ -116,17 +102,7 @@ pub fn evaluate(gpu: &Gpu, a: &EvalArgs, progress: bool) -> Result<serde_json::V
             if pool.is_empty() {
                 return Err(Error::Other(format!("{}: no statements on split '{}' images", a.data.display(), a.split)));
             }
-            let step = Step::new(
-                gpu,
-                &m.cfg,
-                &m.params,
-                None,
-                &m.head,
-                Shape { batch: 2 * t.batch, text, regions: a.regions, masked: 1, mask3d: false },
-                Mode::Eval,
-                1.0,
-                Precision::F32,
-            )?;
+            let (step, _) = m.eval_step(gpu, 2 * t.batch, text, a.regions)?;
             let r = t.score(gpu, &m.cfg, &step, &pool)?;
             serde_json::json!({"accuracy": r[0].1, "examples": pool.len()})
         }
@@ -142,12 +118,6 @@ pub fn evaluate(gpu: &Gpu, a: &EvalArgs, progress: bool) -> Result<serde_json::V
     Ok(out)
 }
 
-fn read_answers(model: &Path) -> Result<Vec<String>> {
-    let f = model.join("answers.json");
-    let text = std::fs::read_to_string(&f).map_err(|e| Error::Other(format!("{}: {e} (a VQA/GQA model keeps its answer vocabulary there)", f.display())))?;
-    serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: not a JSON list of answers: {e}", f.display())))
-}
-
 /// The images × captions score matrix of the split's first `--images` images, and R@K.
 fn retrieval(gpu: &Gpu, m: &ModelDir, data: &PretrainData, a: &EvalArgs, text: usize, progress: bool) -> Result<serde_json::Value> {
     let mut images: Vec<usize> = (0..data.images.len()).filter(|&i| data.images[i].1 == a.split).collect();
@@ -158,8 +128,7 @@ fn retrieval(gpu: &Gpu, m: &ModelDir, data: &PretrainData, a: &EvalArgs, text: u
     if images.is_empty() || caps.is_empty() {
         return Err(Error::Other(format!("{}: no images with captions on split '{}'", a.data.display(), a.split)));
     }
-    let s = Shape { batch: a.batch, text, regions: a.regions, masked: 1, mask3d: false };
-    let step = Step::new(gpu, &m.cfg, &m.params, None, &m.head, s, Mode::Eval, 1.0, Precision::F32)?;
+    let (step, s) = m.eval_step(gpu, a.batch, text, a.regions)?;
     let HeadActs::Classifier(acts) = &step.head_acts else { unreachable!("a classifier head") };
     let pairs: Vec<(usize, usize)> = (0..images.len()).flat_map(|i| (0..caps.len()).map(move |c| (i, c))).collect();
     let mut scores = vec![0f32; pairs.len()];

@@ -7,7 +7,8 @@ pub mod query;
 use crate::data::Tok;
 use crate::gpu::Gpu;
 use crate::model::checkpoint::{self, LoadOptions, LoadReport};
-use crate::model::{Config, Head, ParamLayout, ParamSet};
+use crate::model::{Config, Head, Mode, ParamLayout, ParamSet, Shape, Step};
+use crate::ops::matmul::Precision;
 use crate::{Error, Result};
 use std::path::Path;
 use std::sync::Arc;
@@ -32,6 +33,25 @@ pub fn read_head(dir: &Path) -> Result<Head> {
 }
 
 impl ModelDir {
+    /// The forward-only plan of `batch` sequences of `text` tokens (capped at the model's positions)
+    /// + `regions` region slots that every application runs its inputs through.
+    pub fn eval_step(&self, gpu: &Gpu, batch: usize, text: usize, regions: usize) -> Result<(Step, Shape)> {
+        let s = Shape { batch: batch.max(1), text: text.min(self.cfg.max_position_embeddings), regions, masked: 1, mask3d: false };
+        Ok((Step::new(gpu, &self.cfg, &self.params, None, &self.head, s, Mode::Eval, 1.0, Precision::F32)?, s))
+    }
+
+    /// The answer vocabulary a VQA/GQA model keeps in `answers.json`, checked against its head.
+    pub fn answers(&self, dir: &Path) -> Result<Vec<String>> {
+        let f = dir.join("answers.json");
+        let text =
+            std::fs::read_to_string(&f).map_err(|e| Error::Other(format!("{}: {e} (a VQA/GQA model keeps its answer vocabulary there)", f.display())))?;
+        let answers: Vec<String> = serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: not a JSON list of answers: {e}", f.display())))?;
+        match self.head {
+            crate::model::Head::Classifier { labels, .. } if labels == answers.len() => Ok(answers),
+            _ => Err(Error::Other(format!("{}: {} answers do not fit the model's head ({})", f.display(), answers.len(), self.head.name()))),
+        }
+    }
+
     /// `dir` holds config.json, model.safetensors and tokenizer.json or vocab.txt (+ head.json).
     pub fn load(gpu: &Gpu, dir: &Path) -> Result<ModelDir> {
         ModelDir::load_with(gpu, dir, LoadOptions::default())

@@ -9,8 +9,7 @@ use crate::data::images::Patches;
 use crate::data::pretrain::PretrainData;
 use crate::gpu::Gpu;
 use crate::model::heads::HeadActs;
-use crate::model::{Batch, ClassLoss, Head, Labels, Mode, Shape, Step};
-use crate::ops::matmul::Precision;
+use crate::model::{Batch, ClassLoss, Head, Labels, Shape, Step};
 use crate::{Error, Result};
 use std::path::PathBuf;
 
@@ -54,11 +53,6 @@ pub struct QueryArgs {
 /// (id or text, score), best first.
 pub type Ranked = Vec<(String, f32)>;
 
-fn plan(gpu: &Gpu, m: &ModelDir, a: &QueryArgs) -> Result<(Step, Shape)> {
-    let s = Shape { batch: a.batch.max(1), text: a.text_len.min(m.cfg.max_position_embeddings), regions: a.regions, masked: 1, mask3d: false };
-    Ok((Step::new(gpu, &m.cfg, &m.params, None, &m.head, s, Mode::Eval, 1.0, Precision::F32)?, s))
-}
-
 /// Logit rows of `n` sequences written by `fill(batch, i)`, `s.batch` at a time.
 fn run_rows(gpu: &Gpu, m: &ModelDir, step: &Step, s: &Shape, d: usize, n: usize, fill: impl Fn(&mut Batch, usize)) -> Result<Vec<Vec<f32>>> {
     let HeadActs::Classifier(acts) = &step.head_acts else { return Err(Error::Other("a classifier model is needed".into())) };
@@ -93,7 +87,7 @@ pub fn retrieve(gpu: &Gpu, a: &QueryArgs) -> Result<Ranked> {
         return Err(Error::Other(format!("{}: a {} model is not a retrieval model", a.model.display(), m.head.name())));
     }
     let data = PretrainData::load(&a.data, &m.tok)?;
-    let (step, s) = plan(gpu, &m, a)?;
+    let (step, s) = m.eval_step(gpu, a.batch, a.text_len, a.regions)?;
     let score = |r: &Vec<f32>| 1.0 / (1.0 + (r[0] - r[1]).exp());
     match (&a.query, &a.image) {
         (Some(q), None) => {
@@ -120,14 +114,9 @@ pub fn answer(gpu: &Gpu, a: &QueryArgs) -> Result<Ranked> {
     let Head::Classifier { labels, loss, .. } = m.head.clone() else {
         return Err(Error::Other(format!("{}: a {} model does not answer questions", a.model.display(), m.head.name())));
     };
-    let f = a.model.join("answers.json");
-    let text = std::fs::read_to_string(&f).map_err(|e| Error::Other(format!("{}: {e} (a VQA/GQA model keeps its answers there)", f.display())))?;
-    let answers: Vec<String> = serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: {e}", f.display())))?;
-    if answers.len() != labels {
-        return Err(Error::Other(format!("{}: {} answers for a head of {labels}", f.display(), answers.len())));
-    }
+    let answers = m.answers(&a.model)?;
     let question = a.question.as_deref().ok_or_else(|| Error::Other("answer needs --question".into()))?;
-    let (step, s) = plan(gpu, &m, a)?;
+    let (step, s) = m.eval_step(gpu, a.batch, a.text_len, a.regions)?;
     let d = m.cfg.img_feature_dim;
     let (tags, regions): (Vec<u32>, Vec<f32>) = match (&a.image, &a.image_file) {
         (Some(id), None) => {

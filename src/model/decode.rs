@@ -206,16 +206,14 @@ impl Decode {
             }
         }
         let index: Vec<u32> = (0..b).flat_map(|bi| [(bi * slots + ctx + t) as u32, (bi * slots + ctx + t + 1) as u32]).collect();
-        let batch = crate::model::Batch { input_ids: ids, type_ids: vec![0; 2 * b], pos_ids: pos, img: Vec::new(), mask, labels: Labels::None };
-        let ss = Shape { batch: b, text: 2, regions: 0, masked: b, mask3d: false };
-        // the [B, 2, slots] mask is not [B, S, S]: validate ids, then write the mask as it is
-        let mut plain = batch.clone();
-        plain.mask = vec![1.0; b * 2];
-        plain.validate(&ss, c)?;
+        // the ids are checked as any batch's (with a 2-D mask: the [B, 2, slots] one is written as it is)
+        let batch =
+            crate::model::Batch { input_ids: ids, type_ids: vec![0; 2 * b], pos_ids: pos, img: Vec::new(), mask: vec![1.0; 2 * b], labels: Labels::None };
+        batch.validate(&Shape { batch: b, text: 2, regions: 0, masked: b, mask3d: false }, c)?;
         gpu.write_u32(&self.step_inputs.input_ids, &batch.input_ids)?;
         gpu.write_u32(&self.step_inputs.type_ids, &batch.type_ids)?;
         gpu.write_u32(&self.step_inputs.pos_ids, &batch.pos_ids)?;
-        gpu.write_f32(&self.step_inputs.attention_mask, &batch.mask)?;
+        gpu.write_f32(&self.step_inputs.attention_mask, &mask)?;
         gpu.write_u32(&self.step_index, &index)
     }
 

@@ -39,6 +39,8 @@ pub struct Nlvr2<'a> {
     pub regions: usize,
     pub scale: usize,
     pub dropout: f32,
+    train_pool: Vec<usize>,
+    val_pool: Vec<usize>,
 }
 
 impl<'a> Nlvr2<'a> {
@@ -54,8 +56,9 @@ impl<'a> Nlvr2<'a> {
             }
             examples.push(Example { left: find(*line, &r.left)?, right: find(*line, &r.right)?, ids: tok.encode(&r.statement)?, label: r.label });
         }
-        let s = Nlvr2 { data, tok, examples, batch, text, regions, scale, dropout };
-        if s.pool("train").is_empty() {
+        let mut s = Nlvr2 { data, tok, examples, batch, text, regions, scale, dropout, train_pool: Vec::new(), val_pool: Vec::new() };
+        (s.train_pool, s.val_pool) = (s.pool("train"), s.pool("val"));
+        if s.train_pool.is_empty() {
             return Err(Error::Other(format!("{}: no statements about split 'train' images", file.display())));
         }
         Ok(s)
@@ -109,15 +112,15 @@ impl Task for Nlvr2<'_> {
         self.shape()
     }
     fn train_batch(&self, rng: &mut Rng) -> Result<Batch> {
-        let pool = self.pool("train");
+        let pool = &self.train_pool;
         let picks: Vec<usize> = (0..self.batch).map(|_| pool[rng.below(pool.len())]).collect();
         Ok(self.batch_of(&picks))
     }
     fn eval_shape(&self) -> Option<Shape> {
-        (!self.pool("val").is_empty()).then(|| self.shape())
+        (!self.val_pool.is_empty()).then(|| self.shape())
     }
     fn evaluate(&self, gpu: &Gpu, c: &Config, step: &Step, _seed: u64, batches: usize) -> Result<Vec<(String, f32)>> {
-        let pool = self.pool("val");
+        let pool = &self.val_pool;
         let n = (batches.max(1) * self.batch).min(pool.len());
         Ok(vec![("val_accuracy".into(), self.score(gpu, c, step, &pool[..n])?[0].1)])
     }

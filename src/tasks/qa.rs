@@ -12,6 +12,7 @@ use super::Task;
 use crate::data::pretrain::PretrainData;
 use crate::data::store::read_jsonl_lines;
 use crate::data::Tok;
+use crate::eval::vqa::soft_score;
 use crate::gpu::Gpu;
 use crate::model::heads::HeadActs;
 use crate::model::{Batch, ClassLoss, Config, Head, Labels, Shape, Step};
@@ -27,17 +28,6 @@ struct Record {
     answer: String,
     #[serde(default)]
     answers: Vec<String>,
-}
-
-/// VQA's soft score of an answer given by `matches` of the human annotators.
-pub fn soft_score(matches: usize) -> f32 {
-    match matches {
-        0 => 0.0,
-        1 => 0.3,
-        2 => 0.6,
-        3 => 0.9,
-        _ => 1.0,
-    }
 }
 
 pub struct Question {
