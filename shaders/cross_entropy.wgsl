@@ -8,12 +8,15 @@
 //   ce_reduce: one workgroup; out = (sum loss, count, mean loss) in a fixed summation order.
 //   ce_bwd: per row: dx = (softmax(x) - q) * dscale / count, q the (smoothed) one-hot; ignored rows get 0.
 // e = 0 takes exactly the unsmoothed arithmetic (bit for bit what it was before smoothing existed).
+// weighted = 1: row r's loss and gradient are multiplied by weights[w_off + r] (self-critical
+// training: one reward-derived weight per sampled caption, negative weights included); the mean is
+// still over the count of valid rows, so the caller folds the count into its weights.
 // Labels are i32; label == ignore or outside [0, vocab) counts as ignored.
 
 struct Params {
     rows: u32, vocab: u32, x_off: u32, l_off: u32,
     st_off: u32, out_off: u32, dx_off: u32, ignore: i32,
-    dscale: f32, smoothing: f32, _p1: u32, _p2: u32,
+    dscale: f32, smoothing: f32, w_off: u32, weighted: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -22,6 +25,12 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> stats: array<f32>; // [rows, 3]
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;   // [3]
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(6) var<storage, read> weights: array<f32>;    // [rows] when weighted
+
+fn weight_of(r: u32) -> f32 {
+    if (p.weighted == 0u) { return 1.0; }
+    return weights[p.w_off + r];
+}
 
 const WG: u32 = 256u;
 fn reduce(v: f32, t: u32, is_max: bool) -> f32 { return wg_reduce(v, t, WG, is_max); }
@@ -61,9 +70,9 @@ fn ce_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
                 let eo = e / f32(max(p.vocab, 2u) - 1u);
                 // sum q log q, the constant that makes this Oscar's KL value (0 log 0 = 0)
                 let qlogq = select(0.0, (1.0 - e) * log(1.0 - e), e < 1.0) + e * log(eo);
-                stats[o + 1u] = lse - (1.0 - e) * xl - eo * (sx - xl) + qlogq;
+                stats[o + 1u] = (lse - (1.0 - e) * xl - eo * (sx - xl) + qlogq) * weight_of(r);
             } else {
-                stats[o + 1u] = lse - xl;
+                stats[o + 1u] = (lse - xl) * weight_of(r);
             }
             stats[o + 2u] = 1.0;
         } else {
@@ -104,7 +113,7 @@ fn ce_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         return;
     }
     let lse = stats[p.st_off + 3u * r];
-    let g = p.dscale / max(out[p.out_off + 1u], 1.0);
+    let g = p.dscale / max(out[p.out_off + 1u], 1.0) * weight_of(r);
     let q_on = 1.0 - p.smoothing;
     let q_off = select(0.0, p.smoothing / f32(max(p.vocab, 2u) - 1u), p.smoothing > 0.0);
     for (var j = t; j < p.vocab; j += WG) {

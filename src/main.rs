@@ -38,13 +38,16 @@ enum Cmd {
     ConvertImages(ConvertImagesArgs),
     /// Score answer files without a model: `--task vqa` prints the official VQA accuracy (percent).
     Score(ScoreArgs),
-    /// Append VQA v2, GQA, NLVR2 or COCO captions, in their own formats, to an existing store.
-    /// Evaluate a fine-tuned model on a store's split: retrieval R@K, VQA (official accuracy), GQA, NLVR2.
+    /// Evaluate a fine-tuned model on a store's split: retrieval R@K, VQA (official accuracy), GQA,
+    /// NLVR2, captioning (BLEU, ROUGE-L, CIDEr-D of the decoded captions).
     Eval(vlp_engine::apps::evaluate::EvalArgs),
+    /// Caption store images (--image) or image files (--image-file): beam search, greedy or sampling.
+    Caption(vlp_engine::apps::caption::CaptionArgs),
     /// Rank a store's images for a sentence (--query), or its captions for an image (--image).
     Retrieve(vlp_engine::apps::query::QueryArgs),
     /// Answer a question about a store image (--image) or an image file (--image-file).
     Answer(vlp_engine::apps::query::QueryArgs),
+    /// Append VQA v2, GQA, NLVR2 or COCO captions, in their own formats, to an existing store.
     Import(vlp_engine::data::formats::import::ImportArgs),
 }
 
@@ -112,9 +115,14 @@ struct BenchCli {
     text: usize,
     #[arg(long, default_value_t = 50)]
     regions: usize,
-    /// train (forward + backward + AdamW) or infer (forward only).
-    #[arg(long, default_value = "train", value_parser = ["train", "infer"])]
+    /// train (forward + backward + AdamW), infer (forward only), or decode (caption tokens/s with
+    /// the key/value cache vs recomputing the prefix; --text is then the tag slots, --batch the
+    /// sequences, --steps the timed decodes of --length tokens).
+    #[arg(long, default_value = "train", value_parser = ["train", "infer", "decode"])]
     mode: String,
+    /// decode: tokens per caption.
+    #[arg(long, default_value_t = 20)]
+    length: usize,
     /// f32, or f16: matmul products in f16 with f32 accumulation (cooperative matrices where the
     /// adapter has them), f32 storage, loss scaling.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
@@ -191,6 +199,28 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
+        Cmd::Caption(a) => {
+            let g = Gpu::new(&opts)?;
+            let caps = vlp_engine::apps::caption::caption(&g, &a)?;
+            if a.json {
+                let mut o = serde_json::Map::new();
+                for (id, c) in caps {
+                    match o.get_mut(&id) {
+                        Some(serde_json::Value::Array(v)) => v.push(c.into()),
+                        Some(v) => *v = serde_json::Value::Array(vec![v.take(), c.into()]),
+                        None => {
+                            o.insert(id, c.into());
+                        }
+                    }
+                }
+                println!("{}", serde_json::Value::Object(o));
+            } else {
+                for (id, c) in caps {
+                    println!("{id}\t{c}");
+                }
+            }
+            Ok(())
+        }
         Cmd::Retrieve(a) => {
             let g = Gpu::new(&opts)?;
             for (k, (what, p)) in vlp_engine::apps::query::retrieve(&g, &a)?.iter().enumerate() {
@@ -242,6 +272,18 @@ fn bench(opts: &GpuOptions, c: BenchCli) -> Result<()> {
     use vlp_engine::train::bench::{bench, print, BenchArgs};
     let launched = std::time::Instant::now();
     let g = Gpu::new(opts)?;
+    if c.mode == "decode" {
+        let r = vlp_engine::train::bench_decode::bench_decode(&g, &c.config, c.batch, c.text, c.regions, c.length, c.steps)?;
+        if c.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!("{} | {} | {} sequences x {} tokens, {} tags + {} regions", r.adapter, r.config, r.sequences, r.length, r.tags, r.regions);
+            println!("with the key/value cache  {:>10.1} tokens/s", r.cached_tokens_per_s);
+            println!("recomputing the prefix    {:>10.1} tokens/s", r.recompute_tokens_per_s);
+            println!("speed-up                  {:>10.2}x", r.speedup);
+        }
+        return Ok(());
+    }
     let a = BenchArgs {
         config: c.config,
         batch: c.batch,

@@ -42,7 +42,7 @@ fn caption_lm_head_trains_with_label_smoothing_on_a_seq2seq_mask() {
     // two masked caption positions per sequence
     let positions: Vec<u32> = (0..s.batch).flat_map(|bi| [(bi * sq + 2) as u32, (bi * sq + 4) as u32]).collect();
     let labels: Vec<i32> = positions.iter().map(|_| 5 + r.below(50) as i32).collect();
-    b.labels = Labels::Masked { positions, labels: labels.clone() };
+    b.labels = Labels::Masked { positions, labels: labels.clone(), weights: Vec::new() };
     step.upload(&gpu, &cfg, &b).unwrap();
     let opt = Optimizer::new(&gpu, &params, &grads, AdamWConfig::default(), 0.01).unwrap();
     let mut losses = Vec::new();

@@ -58,6 +58,7 @@ fn eval_args(task: &str, model: &Path, data: &Path) -> EvalArgs {
         regions: 6,
         no_tags: false,
         out: None,
+        search: Default::default(),
     }
 }
 

@@ -84,7 +84,7 @@ pub fn labels_for(head: &crate::model::Head, s: &Shape, n: usize) -> Labels {
     use crate::model::{ClassLoss, Head};
     match head {
         Head::Pretrain => Labels::Pretrain { mlm_pos: vec![0; s.masked], mlm_labels: vec![-1; s.masked], contrast_labels: vec![-1; n] },
-        Head::CaptionLm { .. } => Labels::Masked { positions: vec![0; s.masked], labels: vec![-1; s.masked] },
+        Head::CaptionLm { .. } => Labels::Masked { positions: vec![0; s.masked], labels: vec![-1; s.masked], weights: Vec::new() },
         Head::Classifier { loss: ClassLoss::SoftBce, labels, .. } => Labels::Soft(vec![0.0; n * labels]),
         _ => Labels::Class(vec![-1; n / head.seqs_per_example()]),
     }

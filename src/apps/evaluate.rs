@@ -3,7 +3,10 @@
 //!   GPU (softmax(logits)[1], Oscar's inference score) in batches, then R@1/5/10 both ways
 //!   (eval::retrieval: an image's rank is its best true caption's; ties count against the truth);
 //! - vqa: the predicted answer strings scored exactly as the official evaluator (eval::vqa);
-//! - gqa, nlvr2: accuracy.
+//! - gqa, nlvr2: accuracy;
+//! - caption: every image of the split captioned (beam search by default) and scored against the
+//!   store's captions with BLEU-1..4, ROUGE-L and CIDEr-D as the COCO caption evaluation code; also
+//!   the copy-the-tags baseline (the tags as the caption). `--out DIR` gets captions.json and metrics.json.
 use super::ModelDir;
 use crate::data::pretrain::PretrainData;
 use crate::gpu::Gpu;
@@ -16,7 +19,7 @@ use std::time::Instant;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct EvalArgs {
-    #[arg(long, value_parser = ["retrieval", "vqa", "gqa", "nlvr2"])]
+    #[arg(long, value_parser = ["retrieval", "vqa", "gqa", "nlvr2", "caption"])]
     pub task: String,
     /// A fine-tuned model directory (config.json, model.safetensors, tokenizer.json, head.json).
     #[arg(long)]
@@ -26,7 +29,7 @@ pub struct EvalArgs {
     pub data: PathBuf,
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// Retrieval: the first N images of the split (e.g. COCO 1K); all by default.
+    /// Retrieval, caption: the first N images of the split (e.g. COCO 1K); all by default.
     #[arg(long)]
     pub images: Option<usize>,
     /// Sequences per forward pass.
@@ -39,9 +42,11 @@ pub struct EvalArgs {
     /// An empty tag segment (a model trained with `train --no-tags`).
     #[arg(long)]
     pub no_tags: bool,
-    /// Also write the JSON object here (atomically).
+    /// Also write the JSON object here (atomically); caption: a directory for captions.json and metrics.json.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub search: crate::apps::caption::SearchArgs,
 }
 
 fn bar(n: usize, what: &str, show: bool) -> indicatif::ProgressBar {
@@ -106,13 +111,28 @@ pub fn evaluate(gpu: &Gpu, a: &EvalArgs, progress: bool) -> Result<serde_json::V
             let r = t.score(gpu, &m.cfg, &step, &pool)?;
             serde_json::json!({"accuracy": r[0].1, "examples": pool.len()})
         }
+        ("caption", Head::CaptionLm { .. }) => {
+            let (o, caps) = caption(gpu, &m, &data, a, progress)?;
+            if let Some(dir) = &a.out {
+                std::fs::create_dir_all(dir).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
+                let mut obj = serde_json::Map::new();
+                for (id, c) in caps {
+                    obj.insert(id, c.into());
+                }
+                let f = dir.join("captions.json");
+                crate::util::atomic_write(&f, serde_json::to_string_pretty(&obj).unwrap_or_default().as_bytes())
+                    .map_err(|e| Error::Other(format!("{}: {e}", f.display())))?;
+            }
+            o
+        }
         (task, head) => return Err(Error::Other(format!("{}: a {} model cannot be evaluated on --task {task}", a.model.display(), head.name()))),
     };
     out["task"] = a.task.clone().into();
     out["split"] = a.split.clone().into();
     out["seconds"] = t0.elapsed().as_secs_f64().into();
     if let Some(p) = &a.out {
-        crate::util::atomic_write(p, serde_json::to_string_pretty(&out).unwrap_or_default().as_bytes())
+        let p = if a.task == "caption" { p.join("metrics.json") } else { p.clone() };
+        crate::util::atomic_write(&p, serde_json::to_string_pretty(&out).unwrap_or_default().as_bytes())
             .map_err(|e| Error::Other(format!("{}: {e}", p.display())))?;
     }
     Ok(out)
@@ -163,4 +183,40 @@ fn retrieval(gpu: &Gpu, m: &ModelDir, data: &PretrainData, a: &EvalArgs, text: u
     o["captions"] = caps.len().into();
     o["pairs_per_s"] = (pairs.len() as f64 / secs.max(1e-9)).into();
     Ok(o)
+}
+
+/// Captions for the split's first `--images` images, scored against the store's captions; the
+/// metrics object and (image id, caption) pairs.
+fn caption(gpu: &Gpu, m: &ModelDir, data: &PretrainData, a: &EvalArgs, progress: bool) -> Result<(serde_json::Value, Vec<(String, String)>)> {
+    use crate::apps::caption::{read_layout, store_inputs, Captioner};
+    let layout = read_layout(&a.model)?;
+    let mut images: Vec<usize> = (0..data.images.len()).filter(|&i| data.images[i].1 == a.split && !data.by_image[i].is_empty()).collect();
+    if let Some(n) = a.images {
+        images.truncate(n);
+    }
+    if images.is_empty() {
+        return Err(Error::Other(format!("{}: no images with captions on split '{}'", a.data.display(), a.split)));
+    }
+    let texts = crate::data::store::caption_texts(&a.data)?;
+    let refs: Vec<(String, Vec<String>)> = images.iter().map(|&im| (data.ids[im].clone(), texts.get(&data.ids[im]).cloned().unwrap_or_default())).collect();
+    let mut cap = Captioner::new(gpu, m, layout, a.search.search()?, &a.search)?;
+    let b = bar(images.len(), "images", progress);
+    let t0 = Instant::now();
+    let hyps = cap.run(gpu, &store_inputs(data, &images, layout.regions), |n| b.set_position(n as u64))?;
+    b.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    let mut cands = Vec::with_capacity(images.len());
+    for (&im, hs) in images.iter().zip(&hyps) {
+        cands.push((data.ids[im].clone(), cap.text(&hs[0])?));
+    }
+    let tags: Vec<(String, String)> = images.iter().map(|&im| (data.ids[im].clone(), m.tok.decode(&data.images[im].0).unwrap_or_default())).collect();
+    let mut o = serde_json::to_value(crate::eval::caption::caption_scores(&refs, &cands)?).map_err(|e| Error::Other(e.to_string()))?;
+    // a caption of nothing but the tags: what the model must beat to show it describes scenes
+    if tags.iter().all(|(_, t)| !t.trim().is_empty()) {
+        o["tags_baseline"] = serde_json::to_value(crate::eval::caption::caption_scores(&refs, &tags)?).map_err(|e| Error::Other(e.to_string()))?;
+    }
+    o["images"] = images.len().into();
+    o["captions_per_s"] = (images.len() as f64 / secs.max(1e-9)).into();
+    o["search"] = format!("{:?}", cap.search).into();
+    Ok((o, cands))
 }

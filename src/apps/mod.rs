@@ -1,5 +1,6 @@
 //! Applications over the model: they load a model directory (config.json, model.safetensors,
 //! tokenizer, head.json), tokenize, and run many inputs through one forward-only plan.
+pub mod caption;
 pub mod embed;
 pub mod evaluate;
 pub mod query;

@@ -103,3 +103,13 @@ pub fn write_world(dir: &Path, w: &super::synth::World, tok: &super::Tok) -> Res
     write_features(&dir.join("features.safetensors"), &items, w.feature_dim)?;
     tok.save(&dir.join("tokenizer.json"))
 }
+
+/// The raw caption texts of a store (`captions.jsonl`) by image id, in file order: the references
+/// caption metrics compare against (the tokenizer would lose their case and punctuation).
+pub fn caption_texts(dir: &Path) -> Result<std::collections::HashMap<String, Vec<String>>> {
+    let mut m: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    for (_, c) in read_jsonl_lines::<super::synth::Caption>(&dir.join("captions.jsonl"))? {
+        m.entry(c.image_id).or_default().push(c.caption);
+    }
+    Ok(m)
+}

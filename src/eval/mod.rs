@@ -1,6 +1,7 @@
 //! Evaluation metrics on the host: image-text retrieval R@K from a score matrix, VQA accuracy as
 //! the official evaluator computes it, and the `score` command over answer files. Knows nothing of
 //! GPUs or models: callers hand it scores and strings.
+pub mod caption;
 pub mod retrieval;
 pub mod score;
 pub mod vqa;

@@ -49,8 +49,8 @@ pub enum Labels {
     /// label -1 (ignored); contrastive labels [B] (0 matched, 1 polluted tags, 2 polluted caption).
     Pretrain { mlm_pos: Vec<u32>, mlm_labels: Vec<i32>, contrast_labels: Vec<i32> },
     /// Masked positions (b * S + t) and their labels (-1 ignored), padded to the shape's capacity:
-    /// the caption LM head.
-    Masked { positions: Vec<u32>, labels: Vec<i32> },
+    /// the caption LM head; `weights` per position (empty: all 1; self-critical training's rewards).
+    Masked { positions: Vec<u32>, labels: Vec<i32>, weights: Vec<f32> },
     /// One class per example (-1 ignored).
     Class(Vec<i32>),
     /// [examples, labels] soft targets in [0, 1].

@@ -72,7 +72,8 @@ pub fn load(gpu: &Gpu, params: &ParamSet, file: &Path) -> Result<LoadReport> {
 /// than the config is an error naming both counts; tensors that are not parameters of the model are
 /// an error listing them unless `opts.allow_unexpected`. Expected and ignored: Hugging Face
 /// buffers (`position_ids`, `token_type_ids`), the tied decoder, the AdamW moments of a training
-/// checkpoint, and the pre-training head (`cls.*`) when the model has another head.
+/// checkpoint, and the pre-training head (`cls.*`) when the model has another head (a captioning
+/// model keeps `cls.predictions.*` and ignores `cls.seq_relationship.*`).
 pub fn load_with(gpu: &Gpu, params: &ParamSet, file: &Path, opts: LoadOptions) -> Result<LoadReport> {
     let bytes = std::fs::read(file).map_err(|e| Error::Other(format!("{}: cannot read checkpoint: {e}", file.display())))?;
     let st =
@@ -101,8 +102,10 @@ pub fn load_with(gpu: &Gpu, params: &ParamSet, file: &Path, opts: LoadOptions) -
             if let Some(prev) = found.insert(c.clone(), name.to_string()) {
                 return Err(Error::Other(format!("{}: tensors '{prev}' and '{name}' are both parameter '{c}'; keep one of them in the file", file.display())));
             }
-        } else if c.starts_with("cls.") && !model_has_cls {
-            report.ignored.push(name.to_string()); // the pre-training head, when fine-tuning
+        } else if (c.starts_with("cls.") && !model_has_cls) || (c.starts_with("cls.seq_relationship.") && model_has_cls) {
+            // the pre-training head when fine-tuning; its contrastive part for a captioning model,
+            // which keeps only the masked-token head
+            report.ignored.push(name.to_string());
         } else if layer_of(&c).is_none_or(|l| l < model_layers) {
             unexpected.push(name.to_string()); // (layers beyond the config's are the error below)
         }

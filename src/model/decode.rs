@@ -114,7 +114,8 @@ impl Decode {
         let mut step_inputs = EncoderInputs::new(&mut al, &ss, c, false)?;
         step_inputs.attention_mask = al.f32("attention_mask", b * 2 * slots)?;
         let step_acts = EncoderActs::new(&mut al, c, &ss, false, slots)?;
-        let step_head = HeadActs::Pretrain(PretrainActs::new(&mut al, c, &ss, false, true, 0.0)?);
+        // the masked-token head alone: a captioning model has no contrastive head
+        let step_head = HeadActs::Pretrain(PretrainActs::new(&mut al, c, &ss, false, false, 0.0)?);
         let step_index = al.u32("cache.step_index", b * 2)?;
         let kv = Kv { k: &k, v: &v, index: &step_index, slots, attend: true };
         let x = Ctx { gpu, c, s: ss, p: params, inp: &step_inputs, a: &step_acts, ph: 0.0, pa: 0.0, prec, split: None, kv: Some(kv) };
@@ -123,7 +124,7 @@ impl Decode {
         let hx = HeadCtx { e: &x, hidden: step_acts.hidden(nl), pooled: &step_acts.pooled };
         step_head.forward(&hx, &mut step)?;
         // the head reads the MASK row (2b + 1) of every sequence; labels are not used
-        let labels = Labels::Pretrain { mlm_pos: (0..b).map(|bi| (2 * bi + 1) as u32).collect(), mlm_labels: vec![-1; b], contrast_labels: vec![-1; b] };
+        let labels = Labels::Masked { positions: (0..b).map(|bi| (2 * bi + 1) as u32).collect(), labels: vec![-1; b], weights: Vec::new() };
         step_head.upload(gpu, &ss, c, &labels)?;
         // reorder: gather every cache row from its source beam into scratch, copy back
         let reorder_index = al.u32("cache.reorder_index", b * slots)?;

@@ -1,15 +1,17 @@
 //! Tasks: what the one trainer (train::trainer) and evaluation drive. A task owns its data, its
 //! batch builder, its head and its metrics; batches are pure functions of an RNG so a run resumes
 //! bit for bit.
+pub mod caption;
 pub mod nlvr2;
 pub mod pretrain;
 pub mod qa;
 pub mod retrieval;
+pub mod scst;
 
 use crate::data::pretrain::PretrainData;
 use crate::data::{Tok, Truncation};
 use crate::gpu::Gpu;
-use crate::model::{Batch, Config, Head, Shape, Step};
+use crate::model::{Batch, Config, Head, ParamSet, Shape, Step};
 use crate::util::Rng;
 use crate::Result;
 
@@ -22,6 +24,19 @@ pub trait Task {
     fn train_shape(&self) -> Shape;
     /// One training batch, a pure function of `rng`'s state.
     fn train_batch(&self, rng: &mut Rng) -> Result<Batch>;
+    /// The batch the trainer asks for: `train_batch`, unless the task's batches come from the
+    /// model itself (self-critical training samples captions with the current parameters).
+    fn train_batch_on(&self, _gpu: &Gpu, _c: &Config, _params: &ParamSet, rng: &mut Rng) -> Result<Batch> {
+        self.train_batch(rng)
+    }
+    /// Whether the Train plan applies the config's dropout.
+    fn dropout(&self) -> bool {
+        true
+    }
+    /// Extra values for the logged line of a step (e.g. the mean reward of the last batch).
+    fn step_metrics(&self) -> Vec<(String, f32)> {
+        Vec::new()
+    }
     /// The evaluation batch geometry, when the data has a validation split.
     fn eval_shape(&self) -> Option<Shape>;
     /// Validation metrics over `batches` fixed batches (seeded by `seed`) through an Eval plan.

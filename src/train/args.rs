@@ -29,9 +29,27 @@ pub fn parse_precision(s: &str) -> Result<Precision, String> {
 pub struct TrainArgs {
     /// What to train: pretrain (masked-token + contrastive), retrieval (image-text matching, a
     /// 2-way classifier on pooled [CLS]), vqa (soft-score BCE over an answer vocabulary), gqa
-    /// (cross-entropy on the answer), nlvr2 (a statement about two images, the pair head).
-    #[arg(long, default_value = "pretrain", value_parser = ["pretrain", "retrieval", "vqa", "gqa", "nlvr2"])]
+    /// (cross-entropy on the answer), nlvr2 (a statement about two images, the pair head), caption
+    /// (seq2seq masked-token training of the caption LM head).
+    #[arg(long, default_value = "pretrain", value_parser = ["pretrain", "retrieval", "vqa", "gqa", "nlvr2", "caption"])]
     pub task: String,
+    /// Caption: positions of `[CLS] caption [SEP]` (Oscar's max_seq_a_length, 40 with --text-len 70);
+    /// the tags follow at this position.
+    #[arg(long, default_value_t = 24)]
+    pub caption_len: usize,
+    /// Caption: label smoothing of the masked-token loss (VinVL 0.1).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub label_smoothing: f32,
+    /// Caption: self-critical training (CIDEr-D reward against a greedy baseline) of a captioning
+    /// model (--init); --batch-size counts images.
+    #[arg(long)]
+    pub scst: bool,
+    /// SCST: captions sampled per image (Oscar 5).
+    #[arg(long, default_value_t = 5)]
+    pub scst_samples: usize,
+    /// SCST: most generated tokens per caption (Oscar 20).
+    #[arg(long, default_value_t = 20)]
+    pub scst_max_len: usize,
     /// VQA/GQA: answers seen fewer times than this in the training split are left out of the
     /// answer vocabulary.
     #[arg(long, default_value_t = 1)]

@@ -2,6 +2,7 @@
 //! the LR schedule, checkpoints with optimizer state, f16 loss scaling, the loss plot; and `bench`.
 pub mod args;
 pub mod bench;
+pub mod bench_decode;
 pub mod optim;
 pub mod plot;
 pub mod scaler;

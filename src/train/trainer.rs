@@ -75,7 +75,7 @@ pub fn run_flags(a: &TrainArgs) -> Vec<(&'static str, String)> {
         Precision::F32 => "f32",
         Precision::F16 => "f16",
     };
-    vec![
+    let mut flags = vec![
         ("--task", a.task.clone()),
         ("--steps", a.steps.to_string()),
         ("--batch-size", a.batch_size.to_string()),
@@ -90,7 +90,17 @@ pub fn run_flags(a: &TrainArgs) -> Vec<(&'static str, String)> {
         ("--three-way", a.three_way.to_string()),
         ("--no-tags", a.no_tags.to_string()),
         ("--head-dropout", a.head_dropout.to_string()),
-    ]
+    ];
+    if a.task == "caption" {
+        flags.push(("--caption-len", a.caption_len.to_string()));
+        flags.push(("--label-smoothing", a.label_smoothing.to_string()));
+        flags.push(("--scst", a.scst.to_string()));
+        if a.scst {
+            flags.push(("--scst-samples", a.scst_samples.to_string()));
+            flags.push(("--scst-max-len", a.scst_max_len.to_string()));
+        }
+    }
+    flags
 }
 
 /// Flag values that cannot make a sensible run, refused before anything is read or written.
@@ -166,7 +176,16 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
             a.head_dropout,
         )?),
         "nlvr2" => Box::new(tasks::nlvr2::Nlvr2::load(&data_dir, &data, &tok, a.batch_size, a.text_len, a.regions, a.pair_scale, a.head_dropout)?),
-        t => return Err(Error::Other(format!("--task {t}: expected pretrain, retrieval, vqa, gqa or nlvr2"))),
+        "caption" => {
+            let layout = tasks::caption::CaptionLayout { caption_len: a.caption_len, text_len: a.text_len, regions: a.regions };
+            if a.scst {
+                let texts = crate::data::store::caption_texts(&data_dir)?;
+                Box::new(tasks::scst::Scst::new(&data, &tok, &texts, layout, a.batch_size, a.scst_samples, a.scst_max_len)?)
+            } else {
+                Box::new(tasks::caption::Captioning::new(&data, &tok, a.batch_size, layout, a.label_smoothing, cfg_vocab(preset, &cfg, &tok))?)
+            }
+        }
+        t => return Err(Error::Other(format!("--task {t}: expected pretrain, retrieval, vqa, gqa, nlvr2 or caption"))),
     };
     if preset {
         // a preset adapts to the data: its vocabulary, feature width and text length
@@ -207,6 +226,9 @@ fn cfg_vocab(preset: bool, cfg: &Config, tok: &Tok) -> usize {
 
 /// The step loop for any task.
 pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task, tok: &Tok, init: Option<&Path>) -> Result<Summary> {
+    if a.scst && a.task != "caption" {
+        return Err(Error::Other(format!("--scst is self-critical caption training: it needs --task caption, not --task {}", a.task)));
+    }
     let layout = Arc::new(ParamLayout::for_model(cfg, head, gpu.max_binding_bytes())?);
     let params = ParamSet::zeros(gpu, layout.clone(), "params")?;
     let grads = ParamSet::zeros(gpu, layout.clone(), "grads")?;
@@ -232,7 +254,8 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
         scaler.scale = s;
     }
     let shape = task.train_shape();
-    let step = Step::new(gpu, cfg, &params, Some(&grads), head, shape, Mode::Train { dropout: true }, scaler.scale / a.grad_accum as f32, a.precision)?;
+    let step =
+        Step::new(gpu, cfg, &params, Some(&grads), head, shape, Mode::Train { dropout: task.dropout() }, scaler.scale / a.grad_accum as f32, a.precision)?;
     let eval = match task.eval_shape() {
         Some(s) => Some(Step::new(gpu, cfg, &params, None, head, s, Mode::Eval, 1.0, a.precision)?),
         None => None,
@@ -298,7 +321,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
         }
         for micro in 0..a.grad_accum {
             let mut rng = Rng::new(mix(a.seed, s as u64, micro as u64));
-            let b = task.train_batch(&mut rng)?;
+            let b = task.train_batch_on(gpu, cfg, &params, &mut rng)?;
             step.upload(gpu, cfg, &b)?;
             gpu.write_u32(&step.inputs.dropout_seed, &[mix(a.seed, s as u64, 1000 + micro as u64) as u32])?;
             let mut rec = Recorder::new(gpu);
@@ -376,6 +399,9 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
             if f16 {
                 line["loss_scale"] = scaler.scale.into();
                 line["skipped"] = skipped.into();
+            }
+            for (k, v) in task.step_metrics() {
+                line[k.as_str()] = v.into();
             }
             if do_eval {
                 let m = task.evaluate(gpu, cfg, eval.as_ref().unwrap(), a.seed, a.eval_batches)?;

@@ -38,6 +38,9 @@ pub struct PretrainActs {
     pub contrast_labels: Tensor,
     /// CSR index of mlm_pos for the gather's backward (Train only).
     pub mlm_grad_index: Option<Tensor>,
+    /// Caption LM only: a weight per labelled position [M] (1 unless self-critical training sets
+    /// reward-derived ones).
+    pub mlm_weights: Option<Tensor>,
     pub contrast_logits: Tensor,
     /// Hidden states at the labelled positions [M, H], transform pre-activation, GELU, LayerNorm.
     pub mlm_hidden: Tensor,
@@ -77,6 +80,7 @@ impl PretrainActs {
             mlm_labels: al.i32("mlm_labels", m)?,
             contrast_labels: al.i32("contrast_labels", b)?,
             mlm_grad_index: if train { Some(al.u32("mlm_grad_index", EmbeddingGradIndex::len(m))?) } else { None },
+            mlm_weights: if contrastive { None } else { Some(al.f32("mlm_weights", m)?) },
             contrast_logits: al.f32("contrast_logits", b * k)?,
             mlm_hidden: al.f32("mlm.hidden", m * h)?,
             mlm_transform_pre: al.f32("mlm.transform_pre", m * h)?,
@@ -105,9 +109,10 @@ impl PretrainActs {
 
     pub fn upload(&self, gpu: &Gpu, s: &Shape, c: &Config, l: &Labels) -> Result<()> {
         let none = Vec::new();
-        let (mlm_pos, mlm_labels, contrast_labels) = match (l, self.contrastive) {
-            (Labels::Pretrain { mlm_pos, mlm_labels, contrast_labels }, true) => (mlm_pos, mlm_labels, contrast_labels),
-            (Labels::Masked { positions, labels }, false) => (positions, labels, &none),
+        let ones = vec![1.0; s.masked];
+        let (mlm_pos, mlm_labels, contrast_labels, weights) = match (l, self.contrastive) {
+            (Labels::Pretrain { mlm_pos, mlm_labels, contrast_labels }, true) => (mlm_pos, mlm_labels, contrast_labels, &ones),
+            (Labels::Masked { positions, labels, weights }, false) => (positions, labels, &none, if weights.is_empty() { &ones } else { weights }),
             (_, true) => return Err(Error::Shape { op: "batch", msg: "the pre-training head needs masked-token and contrastive labels".into() }),
             (_, false) => return Err(Error::Shape { op: "batch", msg: "the caption LM head needs masked positions and their labels".into() }),
         };
@@ -120,6 +125,12 @@ impl PretrainActs {
                 return bad(format!("{n} has {got} values, shape {s:?} needs {want}"));
             }
         }
+        if weights.len() != s.masked {
+            return bad(format!("weights has {} values, shape {s:?} needs {}", weights.len(), s.masked));
+        }
+        if let Some((i, x)) = weights.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+            return bad(format!("weights[{i}] = {x} is not finite"));
+        }
         if let Some((i, x)) = mlm_pos.iter().enumerate().find(|(_, &x)| x as usize >= s.rows()) {
             return bad(format!("mlm_pos[{i}] = {x} is out of range (< {})", s.rows()));
         }
@@ -131,6 +142,9 @@ impl PretrainActs {
         }
         gpu.write_u32(&self.mlm_pos, mlm_pos)?;
         gpu.write_i32(&self.mlm_labels, mlm_labels)?;
+        if let Some(w) = &self.mlm_weights {
+            gpu.write_f32(w, weights)?;
+        }
         if self.contrastive {
             gpu.write_i32(&self.contrast_labels, contrast_labels)?;
         }
@@ -186,7 +200,7 @@ pub fn forward(x: &HeadCtx, a: &PretrainActs, v: &mut Vec<Dispatch>) -> Result<(
         None,
     )?);
     let ce = CrossEntropy { rows: m, vocab: c.vocab_size, ignore_index: -1, smoothing: a.smoothing };
-    v.extend(ce.forward(g, &a.mlm_logits, &a.mlm_labels, &a.mlm_ce_stats, &a.losses.view(0, &[3])?)?);
+    v.extend(ce.forward_weighted(g, &a.mlm_logits, &a.mlm_labels, &a.mlm_ce_stats, &a.losses.view(0, &[3])?, a.mlm_weights.as_ref())?);
     Ok(())
 }
 
@@ -207,7 +221,7 @@ pub fn backward(
     v.push(elementwise::fill(g, dhid, 0.0)?);
     let ce = CrossEntropy { rows: m, vocab: c.vocab_size, ignore_index: -1, smoothing: a.smoothing };
     let mut loss_grads = vec![(v.len(), LossGrad::CrossEntropy)];
-    v.push(ce.backward(g, &a.mlm_logits, &a.mlm_labels, &a.mlm_ce_stats, &a.losses.view(0, &[3])?, &d.d_mlm_logits, scale)?);
+    v.push(ce.backward_weighted(g, &a.mlm_logits, &a.mlm_labels, &a.mlm_ce_stats, &a.losses.view(0, &[3])?, &d.d_mlm_logits, scale, a.mlm_weights.as_ref())?);
     let dec = x.e.lin(m, h, c.vocab_size);
     let word = format!("{EMB}word_embeddings.weight");
     v.extend(dec.backward_split(

@@ -1,0 +1,308 @@
+//! Self-critical sequence training (SCST, CIDEr optimisation) as Oscar does it (docs/oscar.md
+//! §3.2, `scst_train_iter`): per training image, `samples` captions drawn multinomially from the
+//! current model and one greedy caption as the baseline; reward = CIDEr-D against the image's
+//! references (document frequencies from the training references); loss =
+//! −mean over samples of (r − r_greedy) · (mean log-probability of the sample's tokens).
+//!
+//! The samples come from the decode plan (key/value cache, no gradient). The gradient comes from
+//! one Train-plan forward that reproduces exactly the distributions the decoder sampled from:
+//! the caption segment holds w_0..w_L (causal), a second segment holds one [MASK] per predicted
+//! token, MASK_j at position j seeing w_0..w_{j-1}, itself, the tags and the regions — what the
+//! decoder's MASK row saw when it produced w_j. The masked-token head reads the MASK rows with
+//! the sampled tokens as labels and per-row weights (r − r_greedy) · count / (N · len), so the
+//! weighted cross-entropy (ops::cross_entropy) is this loss.
+//!
+//! Oscar samples with dropout on; here sampling and the gradient pass both run without dropout,
+//! so the gradient is that of the policy that was sampled.
+use super::caption::CaptionLayout;
+use super::Task;
+use crate::apps::caption::{GpuStepper, Input};
+use crate::data::pretrain::PretrainData;
+use crate::data::Tok;
+use crate::decoding::{self, Hypothesis, SearchConfig};
+use crate::eval::caption::{tokenize, CiderD};
+use crate::gpu::Gpu;
+use crate::model::decode::{Context, Decode, DecodeShape};
+use crate::model::{Batch, Config, Head, Labels, ParamSet, Shape, Step};
+use crate::ops::matmul::Precision;
+use crate::util::Rng;
+use crate::{Error, Result};
+use std::cell::RefCell;
+
+pub struct Scst<'a> {
+    pub data: &'a PretrainData,
+    pub tok: &'a Tok,
+    pub layout: CaptionLayout,
+    pub train_images: Vec<usize>,
+    pub val_images: Vec<usize>,
+    /// Images per batch and samples per image.
+    pub images: usize,
+    pub samples: usize,
+    pub max_len: usize,
+    /// Tokenised references per image (PTB tokenisation, as the metric).
+    refs: Vec<Vec<Vec<String>>>,
+    cider: CiderD,
+    plans: RefCell<Option<Plans>>,
+    last: RefCell<Vec<(String, f32)>>,
+}
+
+struct Plans {
+    sample: Decode,
+    greedy: Decode,
+}
+
+impl<'a> Scst<'a> {
+    pub fn new(
+        data: &'a PretrainData,
+        tok: &'a Tok,
+        texts: &std::collections::HashMap<String, Vec<String>>,
+        layout: CaptionLayout,
+        images: usize,
+        samples: usize,
+        max_len: usize,
+    ) -> Result<Self> {
+        layout.check()?;
+        if samples < 1 {
+            return Err(Error::Other("--scst-samples must be at least 1".into()));
+        }
+        if max_len == 0 || max_len + 2 > layout.caption_len {
+            return Err(Error::Other(format!("--max-len {max_len}: must be in 1..={} for --caption-len {}", layout.caption_len - 2, layout.caption_len)));
+        }
+        let refs: Vec<Vec<Vec<String>>> =
+            data.ids.iter().map(|id| texts.get(id).map(|v| v.iter().map(|c| tokenize(c)).collect()).unwrap_or_default()).collect();
+        let with = |split: &str| -> Vec<usize> { (0..data.images.len()).filter(|&i| data.images[i].1 == split && !refs[i].is_empty()).collect() };
+        let (train_images, val_images) = (with("train"), with("val"));
+        if train_images.is_empty() {
+            return Err(Error::Other("self-critical training needs training images with captions".into()));
+        }
+        let train_refs: Vec<Vec<Vec<String>>> = train_images.iter().map(|&i| refs[i].clone()).collect();
+        let cider = CiderD::new(&train_refs);
+        Ok(Scst {
+            data,
+            tok,
+            layout,
+            train_images,
+            val_images,
+            images,
+            samples,
+            max_len,
+            refs,
+            cider,
+            plans: RefCell::new(None),
+            last: RefCell::new(Vec::new()),
+        })
+    }
+
+    fn shape(&self) -> Shape {
+        let g = self.max_len + 1;
+        let b = self.images * self.samples;
+        Shape { batch: b, text: 2 * g + self.layout.tag_slots(), regions: self.layout.regions, masked: b * g, mask3d: true }
+    }
+
+    fn search(&self) -> SearchConfig {
+        SearchConfig { bos: self.tok.cls, eos: self.tok.sep, max_len: self.max_len, ..SearchConfig::default() }
+    }
+
+    fn context(&self, images: &[usize], copies: usize) -> (Context, Vec<Input>) {
+        let inputs = crate::apps::caption::store_inputs(self.data, images, self.layout.regions);
+        let mut x = Context { tag_ids: Vec::new(), tag_pos: Vec::new(), valid: Vec::new(), img: Vec::new() };
+        let d = self.data.feature_dim;
+        for inp in &inputs {
+            let r = inp.regions.len() / d;
+            let mut img = vec![0f32; self.layout.regions * d];
+            img[..r * d].copy_from_slice(&inp.regions);
+            super::caption::push_context(&mut x, &self.layout, self.tok, &inp.tags, &img, r, copies);
+        }
+        (x, inputs)
+    }
+
+    fn reward(&self, im: usize, h: &Hypothesis) -> Result<f64> {
+        Ok(self.cider.score(&tokenize(&self.tok.decode(&h.tokens)?), &self.refs[im]))
+    }
+
+    /// The predicted tokens of a hypothesis: its words, and [SEP] when it was produced.
+    fn predicted(&self, h: &Hypothesis) -> Vec<u32> {
+        let mut p = h.tokens.clone();
+        if h.logprobs.len() > h.tokens.len() {
+            p.push(self.tok.sep);
+        }
+        p
+    }
+
+    /// Greedy captions of `images` through the greedy plan, `self.images` at a time.
+    fn greedy(&self, gpu: &Gpu, c: &Config, plans: &mut Plans, images: &[usize]) -> Result<Vec<Hypothesis>> {
+        let mut out = Vec::new();
+        for chunk in images.chunks(self.images) {
+            let mut ims = chunk.to_vec();
+            ims.resize(self.images, *chunk.last().unwrap());
+            let (x, _) = self.context(&ims, 1);
+            plans.greedy.set_context(gpu, c, &x)?;
+            gpu.run(&plans.greedy.prefill)?;
+            let mut st = GpuStepper { gpu, cfg: c, dec: &mut plans.greedy };
+            out.extend(decoding::greedy(&mut st, self.images, &self.search())?.into_iter().take(chunk.len()));
+        }
+        Ok(out)
+    }
+}
+
+/// Writes sequence `bi` of a self-critical batch: caption segment `[CLS] w_1 .. w_{P-1}` in
+/// slots 0..G, MASK_j (j = 1..=P) in slots G + j − 1 at position j, tags at `caption_len..`, and
+/// the 3-D mask that makes MASK_j see what the decoder's MASK saw; returns the flat MASK rows.
+pub fn write_teacher_forced(b: &mut Batch, s: &Shape, lay: &CaptionLayout, bi: usize, tok: &Tok, predicted: &[u32], tb: &[u32], regions: usize) -> Vec<u32> {
+    let (sq, p) = (s.seq(), predicted.len());
+    let g = (s.text - lay.tag_slots()) / 2;
+    let ctx0 = 2 * g;
+    for t in 0..s.text {
+        let (id, ty, pos) = if t < g {
+            (
+                if t == 0 {
+                    tok.cls
+                } else if t < p {
+                    predicted[t - 1]
+                } else {
+                    tok.pad
+                },
+                0,
+                t,
+            )
+        } else if t < ctx0 {
+            (if t - g < p { tok.mask } else { tok.pad }, 0, t - g + 1)
+        } else {
+            let j = t - ctx0;
+            (tb.get(j).copied().unwrap_or(tok.pad), 1, lay.caption_len + j)
+        };
+        b.input_ids.push(id);
+        b.type_ids.push(ty);
+        b.pos_ids.push(pos as u32);
+    }
+    let real_ctx = |k: usize| (k >= ctx0 && k < ctx0 + tb.len()) || (k >= s.text && k < s.text + regions);
+    let m = &mut b.mask[bi * sq * sq..(bi + 1) * sq * sq];
+    for q in 0..sq {
+        let row = &mut m[q * sq..(q + 1) * sq];
+        if q < g && q < p {
+            // w_q: causal over the words, and the context
+            for (k, x) in row.iter_mut().enumerate() {
+                *x = ((k <= q) || real_ctx(k)) as u32 as f32;
+            }
+        } else if q >= g && q < ctx0 && q - g < p {
+            // MASK_j, j = q - g + 1: the words before j, itself, the context
+            let j = q - g + 1;
+            for (k, x) in row.iter_mut().enumerate() {
+                *x = (k < j || k == q || real_ctx(k)) as u32 as f32;
+            }
+        } else if real_ctx(q) {
+            for (k, x) in row.iter_mut().enumerate() {
+                *x = real_ctx(k) as u32 as f32;
+            }
+        } else {
+            row[q] = 1.0;
+        }
+    }
+    (0..p).map(|j| (bi * sq + g + j) as u32).collect()
+}
+
+impl Task for Scst<'_> {
+    fn head(&self, _: &Config) -> Head {
+        Head::CaptionLm { label_smoothing: 0.0 }
+    }
+    fn feature_dim(&self) -> usize {
+        self.data.feature_dim
+    }
+    fn train_shape(&self) -> Shape {
+        self.shape()
+    }
+    fn train_batch(&self, _: &mut Rng) -> Result<Batch> {
+        Err(Error::Other("self-critical batches are sampled from the model (train_batch_on)".into()))
+    }
+    fn train_batch_on(&self, gpu: &Gpu, c: &Config, params: &ParamSet, rng: &mut Rng) -> Result<Batch> {
+        let mut plans = self.plans.borrow_mut();
+        if plans.is_none() {
+            let d = |batch| DecodeShape { batch, tags: self.layout.tag_slots(), regions: self.layout.regions, caption: self.max_len + 2 };
+            *plans = Some(Plans {
+                sample: Decode::new(gpu, c, params, d(self.images * self.samples), self.tok.mask, Precision::F32)?,
+                greedy: Decode::new(gpu, c, params, d(self.images), self.tok.mask, Precision::F32)?,
+            });
+        }
+        let plans = plans.as_mut().unwrap();
+        let ims: Vec<usize> = (0..self.images).map(|_| self.train_images[rng.below(self.train_images.len())]).collect();
+        let base = self.greedy(gpu, c, plans, &ims)?;
+        let (x, inputs) = self.context(&ims, self.samples);
+        plans.sample.set_context(gpu, c, &x)?;
+        gpu.run(&plans.sample.prefill)?;
+        let mut st = GpuStepper { gpu, cfg: c, dec: &mut plans.sample };
+        let hyps = decoding::sample(&mut st, self.images, self.samples, 1.0, 0, rng, &self.search())?;
+        let s = self.shape();
+        let n = hyps.len();
+        let mut b = Batch { img: vec![0.0; s.batch * s.regions * self.data.feature_dim], mask: vec![0.0; s.mask_len()], ..Default::default() };
+        let (mut positions, mut labels, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut r_sum, mut b_sum) = (0f64, 0f64);
+        let d = self.data.feature_dim;
+        for (bi, h) in hyps.iter().enumerate() {
+            let i = bi / self.samples;
+            let im = ims[i];
+            let r = self.reward(im, h)?;
+            let rb = self.reward(im, &base[i])?;
+            r_sum += r;
+            b_sum += rb;
+            let pred = self.predicted(h);
+            let mut tb: Vec<u32> = self.data.images[im].0[..self.data.images[im].0.len().min(self.layout.tag_slots() - 1)].to_vec();
+            tb.push(self.tok.sep);
+            let reg = inputs[i].regions.len() / d;
+            b.img[bi * s.regions * d..bi * s.regions * d + reg * d].copy_from_slice(&inputs[i].regions);
+            let pos = write_teacher_forced(&mut b, &s, &self.layout, bi, self.tok, &pred, &tb, reg);
+            for (p, &y) in pos.iter().zip(&pred) {
+                positions.push(*p);
+                labels.push(y as i32);
+                rows.push((r - rb, pred.len()));
+            }
+        }
+        // the kernel averages over the labelled rows: fold that count into the weights
+        let count = rows.len() as f64;
+        let weights: Vec<f32> = rows.iter().map(|&(adv, len)| (adv * count / (n as f64 * len as f64)) as f32).collect();
+        positions.resize(s.masked, 0);
+        labels.resize(s.masked, -1);
+        let mut w = weights;
+        w.resize(s.masked, 0.0);
+        b.labels = Labels::Masked { positions, labels, weights: w };
+        *self.last.borrow_mut() = vec![("reward".into(), (r_sum / n as f64) as f32), ("greedy_reward".into(), (b_sum / n as f64) as f32)];
+        Ok(b)
+    }
+    fn dropout(&self) -> bool {
+        false
+    }
+    fn step_metrics(&self) -> Vec<(String, f32)> {
+        self.last.borrow().clone()
+    }
+    fn eval_shape(&self) -> Option<Shape> {
+        // the trainer plans an Eval step for this shape; validation decodes through the greedy plan instead
+        (!self.val_images.is_empty()).then(|| Shape { batch: 1, text: self.layout.text_len, regions: self.layout.regions, masked: 1, mask3d: true })
+    }
+    fn evaluate(&self, gpu: &Gpu, c: &Config, _: &Step, _: u64, batches: usize) -> Result<Vec<(String, f32)>> {
+        Ok(self.val_cider(gpu, c, batches.max(1) * self.images)?.map(|v| vec![("val_cider_d".to_string(), v as f32)]).unwrap_or_default())
+    }
+    fn title(&self) -> &'static str {
+        "Oscar self-critical caption training (CIDEr-D reward)"
+    }
+    fn model_files(&self) -> Vec<(String, String)> {
+        vec![("caption.json".into(), serde_json::to_string_pretty(&self.layout).expect("layout serialises"))]
+    }
+}
+
+impl Scst<'_> {
+    /// Mean CIDEr-D (against the training document frequencies) of greedy captions of up to `n`
+    /// validation images, with the current parameters.
+    pub fn val_cider(&self, gpu: &Gpu, c: &Config, n: usize) -> Result<Option<f64>> {
+        let mut plans = self.plans.borrow_mut();
+        let Some(plans) = plans.as_mut() else { return Ok(None) };
+        let ims: Vec<usize> = self.val_images.iter().copied().take(n).collect();
+        if ims.is_empty() {
+            return Ok(None);
+        }
+        let hyps = self.greedy(gpu, c, plans, &ims)?;
+        let mut s = 0.0;
+        for (&im, h) in ims.iter().zip(&hyps) {
+            s += self.reward(im, h)?;
+        }
+        Ok(Some(s / ims.len() as f64))
+    }
+}
