@@ -7,6 +7,7 @@
 //! for every task), `apps` (embed and the coming retrieve/answer/caption over a model directory).
 pub mod apps;
 pub mod data;
+pub mod decoding;
 pub mod error;
 pub mod eval;
 pub mod gpu;
