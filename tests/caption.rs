@@ -117,7 +117,7 @@ fn searches_over_the_decode_plan_agree_with_each_other() {
     let (images, beams, max_len) = (2usize, 3usize, 6usize);
     let mut r = Rng::new(8);
     let imgs: Vec<Vec<f32>> = (0..images).map(|_| (0..lay.regions * cfg.img_feature_dim).map(|_| r.normal()).collect()).collect();
-    let cfg_s = SearchConfig { bos: t.cls, eos: t.sep, max_len, length_penalty: 1.0, ..SearchConfig::default() };
+    let cfg_s = SearchConfig::oscar(t.cls, t.sep, t.pad, max_len + 1);
     let run = |per: usize, f: &dyn Fn(&mut dyn Stepper) -> Vec<decoding::Hypothesis>| {
         let ds = DecodeShape { batch: images * per, tags: lay.tag_slots(), regions: lay.regions, caption: max_len + 2 };
         let mut dec = Decode::new(&gpu, &cfg, &params, ds, t.mask, Precision::F32).unwrap();

@@ -4,7 +4,8 @@
 use super::ModelDir;
 use crate::data::images::Patches;
 use crate::data::pretrain::PretrainData;
-use crate::decoding::{self, Hypothesis, SearchConfig, Stepper};
+use crate::data::Tok;
+use crate::decoding::{self, Constraint, Hypothesis, SearchConfig, Stepper};
 use crate::gpu::Gpu;
 use crate::model::decode::{Context, Decode, DecodeShape};
 use crate::model::{Config, Head};
@@ -49,9 +50,10 @@ pub struct SearchArgs {
     /// Beam width (Oscar 5); 1 is greedy.
     #[arg(long, default_value_t = 5)]
     pub beam: usize,
-    /// Most generated tokens (Oscar's max_gen_length 20); [SEP] is forced there.
+    /// Oscar's max_gen_length: caption positions, the starting [CLS] included (20: at most 18
+    /// words and the [SEP], which is forced at the limit).
     #[arg(long, default_value_t = 20)]
-    pub max_len: usize,
+    pub max_gen_length: usize,
     /// Length penalty of beam search: score = Σ log p / length^penalty.
     #[arg(long, default_value_t = 1.0)]
     pub length_penalty: f32,
@@ -65,7 +67,14 @@ pub struct SearchArgs {
     pub top_k: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Images decoded together through one plan.
+    /// Constrained beam search (NoCaps): each image's first 3 distinct tags are constraints, of which
+    /// --min-constraints must appear in the caption; --beam beams per constraint state.
+    #[arg(long)]
+    pub cbs: bool,
+    /// CBS: constraints a caption must satisfy (Oscar 2).
+    #[arg(long, default_value_t = 2)]
+    pub min_constraints: usize,
+    /// Images decoded together through one plan (CBS needs 44 x --beam rows per image).
     #[arg(long, default_value_t = 8)]
     pub images_per_plan: usize,
 }
@@ -88,18 +97,28 @@ pub enum Search {
     Greedy,
     Beam(usize),
     Sample { n: usize, temperature: f32, top_k: usize, seed: u64 },
+    Cbs { beams: usize, min_satisfy: usize },
 }
 
 impl SearchArgs {
     pub fn search(&self) -> Result<Search> {
-        if self.max_len == 0 {
-            return Err(Error::Other("--max-len 0: a caption needs at least one token".into()));
+        if self.max_gen_length < 2 {
+            return Err(Error::Other(format!("--max-gen-length {}: a caption needs at least 2 positions ([CLS] and one token)", self.max_gen_length)));
         }
         if self.images_per_plan == 0 {
             return Err(Error::Other("--images-per-plan must be at least 1".into()));
         }
         if !(self.length_penalty.is_finite()) {
             return Err(Error::Other(format!("--length-penalty {}: must be a finite number", self.length_penalty)));
+        }
+        if self.cbs {
+            if self.sample.is_some() {
+                return Err(Error::Other("--cbs and --sample: constrained beam search does not sample; give one of them".into()));
+            }
+            if self.beam == 0 {
+                return Err(Error::Other("--beam 0: constrained beam search needs at least 1 beam per state".into()));
+            }
+            return Ok(Search::Cbs { beams: self.beam, min_satisfy: self.min_constraints });
         }
         Ok(match (self.sample, self.beam) {
             (Some(0), _) => return Err(Error::Other("--sample 0: sample at least one caption".into())),
@@ -173,22 +192,21 @@ impl<'m> Captioner<'m> {
         if !matches!(m.head, Head::CaptionLm { .. } | Head::Pretrain) {
             return Err(Error::Other(format!("a {} model has no masked-token head to caption with", m.head.name())));
         }
-        if a.max_len + 2 > layout.caption_len {
+        if a.max_gen_length > layout.caption_len {
             return Err(Error::Other(format!(
-                "--max-len {}: the model was trained on captions of at most {} tokens (caption_len {} with [CLS] and [SEP])",
-                a.max_len,
-                layout.caption_len - 2,
-                layout.caption_len
+                "--max-gen-length {}: the model was trained with {} caption positions ([CLS] caption [SEP]); its tags start there",
+                a.max_gen_length, layout.caption_len
             )));
         }
         let per = match search {
             Search::Greedy => 1,
             Search::Beam(k) => k,
             Search::Sample { n, .. } => n,
+            Search::Cbs { beams, .. } => decoding::cbs_rows(decoding::MAX_CONSTRAINTS, beams),
         };
-        let shape = DecodeShape { batch: a.images_per_plan * per, tags: layout.tag_slots(), regions: layout.regions, caption: a.max_len + 2 };
+        let shape = DecodeShape { batch: a.images_per_plan * per, tags: layout.tag_slots(), regions: layout.regions, caption: a.max_gen_length };
         let dec = Decode::new(gpu, &m.cfg, &m.params, shape, m.tok.mask, Precision::F32)?;
-        let cfg = SearchConfig { bos: m.tok.cls, eos: m.tok.sep, max_len: a.max_len, length_penalty: a.length_penalty, ..SearchConfig::default() };
+        let cfg = SearchConfig { length_penalty: a.length_penalty, ..SearchConfig::oscar(m.tok.cls, m.tok.sep, m.tok.pad, a.max_gen_length) };
         Ok(Captioner { m, layout, search, cfg, images: a.images_per_plan, dec })
     }
 
@@ -222,10 +240,13 @@ impl<'m> Captioner<'m> {
                     let mut rng = Rng::new(crate::train::trainer::mix(*seed, 0x5A3B, chunk_no as u64));
                     decoding::sample(&mut st, self.images, *n, *temperature, *top_k, &mut rng, &self.cfg)?
                 }
+                Search::Cbs { beams, min_satisfy } => {
+                    let cons: Vec<Vec<Constraint>> = (0..self.images).map(|i| constraints(&self.m.tok, &chunk[i.min(chunk.len() - 1)].tags)).collect();
+                    decoding::constrained_beam_search(&mut st, self.images, &cons, *min_satisfy, *beams, &self.cfg)?.into_iter().map(|c| c.hypothesis).collect()
+                }
             };
             let k = hyps.len() / self.images;
-            for (i, h) in hyps.chunks(k).take(chunk.len()).enumerate() {
-                let _ = i;
+            for h in hyps.chunks(k).take(chunk.len()) {
                 out.push(h.to_vec());
             }
             done(out.len());
@@ -237,6 +258,44 @@ impl<'m> Captioner<'m> {
     pub fn text(&self, h: &Hypothesis) -> Result<String> {
         self.m.tok.decode(&h.tokens)
     }
+}
+
+/// The words of a tag sequence (a word's "##" pieces joined to it), in order.
+pub fn tag_words(tok: &Tok, tags: &[u32]) -> Vec<Vec<u32>> {
+    let mut words: Vec<Vec<u32>> = Vec::new();
+    for &t in tags {
+        let piece = tok.inner.id_to_token(t).unwrap_or_default();
+        match words.last_mut() {
+            Some(w) if piece.starts_with("##") => w.push(t),
+            _ => words.push(vec![t]),
+        }
+    }
+    words
+}
+
+/// NoCaps-style constraints of an image: its first 3 distinct tag words (Oscar picks the detector's
+/// most confident classes; a store keeps its tags in the detector's order).
+pub fn constraints(tok: &Tok, tags: &[u32]) -> Vec<Constraint> {
+    let mut seen: Vec<Vec<u32>> = Vec::new();
+    for w in tag_words(tok, tags) {
+        if !seen.contains(&w) && seen.len() < decoding::MAX_CONSTRAINTS {
+            seen.push(w);
+        }
+    }
+    seen.iter().map(|w| Constraint::new(&w[..w.len().min(decoding::MAX_CONSTRAINT_TOKENS)])).collect()
+}
+
+/// Fraction of an image's (up to 3) distinct tag words that a caption's ids mention.
+pub fn tag_recall(tok: &Tok, tags: &[u32], caption: &[u32]) -> Option<f64> {
+    let cons = constraints(tok, tags);
+    if cons.is_empty() {
+        return None;
+    }
+    let hit = cons.iter().filter(|c| {
+        let w: Vec<u32> = c.slots.iter().map(|s| s[0]).collect();
+        caption.windows(w.len()).any(|x| x == w.as_slice())
+    });
+    Some(hit.count() as f64 / cons.len() as f64)
 }
 
 /// Store images as captioner inputs.

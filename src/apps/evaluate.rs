@@ -206,8 +206,13 @@ fn caption(gpu: &Gpu, m: &ModelDir, data: &PretrainData, a: &EvalArgs, progress:
     b.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     let mut cands = Vec::with_capacity(images.len());
+    let (mut recall, mut with_tags) = (0.0, 0usize);
     for (&im, hs) in images.iter().zip(&hyps) {
         cands.push((data.ids[im].clone(), cap.text(&hs[0])?));
+        if let Some(r) = crate::apps::caption::tag_recall(&m.tok, &data.images[im].0, &hs[0].tokens) {
+            recall += r;
+            with_tags += 1;
+        }
     }
     let tags: Vec<(String, String)> = images.iter().map(|&im| (data.ids[im].clone(), m.tok.decode(&data.images[im].0).unwrap_or_default())).collect();
     let mut o = serde_json::to_value(crate::eval::caption::caption_scores(&refs, &cands)?).map_err(|e| Error::Other(e.to_string()))?;
@@ -216,6 +221,8 @@ fn caption(gpu: &Gpu, m: &ModelDir, data: &PretrainData, a: &EvalArgs, progress:
         o["tags_baseline"] = serde_json::to_value(crate::eval::caption::caption_scores(&refs, &tags)?).map_err(|e| Error::Other(e.to_string()))?;
     }
     o["images"] = images.len().into();
+    // how many of each image's first 3 tag words the captions mention (what CBS enforces)
+    o["tag_recall"] = (recall / with_tags.max(1) as f64).into();
     o["captions_per_s"] = (images.len() as f64 / secs.max(1e-9)).into();
     o["search"] = format!("{:?}", cap.search).into();
     Ok((o, cands))

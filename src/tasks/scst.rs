@@ -38,7 +38,8 @@ pub struct Scst<'a> {
     /// Images per batch and samples per image.
     pub images: usize,
     pub samples: usize,
-    pub max_len: usize,
+    /// Oscar's max_gen_length: caption positions, [CLS] included.
+    pub max_gen_length: usize,
     /// Tokenised references per image (PTB tokenisation, as the metric).
     refs: Vec<Vec<Vec<String>>>,
     cider: CiderD,
@@ -59,14 +60,14 @@ impl<'a> Scst<'a> {
         layout: CaptionLayout,
         images: usize,
         samples: usize,
-        max_len: usize,
+        max_gen_length: usize,
     ) -> Result<Self> {
         layout.check()?;
         if samples < 1 {
             return Err(Error::Other("--scst-samples must be at least 1".into()));
         }
-        if max_len == 0 || max_len + 2 > layout.caption_len {
-            return Err(Error::Other(format!("--max-len {max_len}: must be in 1..={} for --caption-len {}", layout.caption_len - 2, layout.caption_len)));
+        if max_gen_length < 2 || max_gen_length > layout.caption_len {
+            return Err(Error::Other(format!("--scst-max-gen-length {max_gen_length}: must be in 2..={} (--caption-len)", layout.caption_len)));
         }
         let refs: Vec<Vec<Vec<String>>> =
             data.ids.iter().map(|id| texts.get(id).map(|v| v.iter().map(|c| tokenize(c)).collect()).unwrap_or_default()).collect();
@@ -85,7 +86,7 @@ impl<'a> Scst<'a> {
             val_images,
             images,
             samples,
-            max_len,
+            max_gen_length,
             refs,
             cider,
             plans: RefCell::new(None),
@@ -94,13 +95,14 @@ impl<'a> Scst<'a> {
     }
 
     fn shape(&self) -> Shape {
-        let g = self.max_len + 1;
+        // caption slots w_0..w_{P-1} for up to P = max_gen_length - 1 predicted tokens, one MASK each
+        let g = self.max_gen_length - 1;
         let b = self.images * self.samples;
         Shape { batch: b, text: 2 * g + self.layout.tag_slots(), regions: self.layout.regions, masked: b * g, mask3d: true }
     }
 
     fn search(&self) -> SearchConfig {
-        SearchConfig { bos: self.tok.cls, eos: self.tok.sep, max_len: self.max_len, ..SearchConfig::default() }
+        SearchConfig::oscar(self.tok.cls, self.tok.sep, self.tok.pad, self.max_gen_length)
     }
 
     fn context(&self, images: &[usize], copies: usize) -> (Context, Vec<Input>) {
@@ -217,7 +219,7 @@ impl Task for Scst<'_> {
     fn train_batch_on(&self, gpu: &Gpu, c: &Config, params: &ParamSet, rng: &mut Rng) -> Result<Batch> {
         let mut plans = self.plans.borrow_mut();
         if plans.is_none() {
-            let d = |batch| DecodeShape { batch, tags: self.layout.tag_slots(), regions: self.layout.regions, caption: self.max_len + 2 };
+            let d = |batch| DecodeShape { batch, tags: self.layout.tag_slots(), regions: self.layout.regions, caption: self.max_gen_length };
             *plans = Some(Plans {
                 sample: Decode::new(gpu, c, params, d(self.images * self.samples), self.tok.mask, Precision::F32)?,
                 greedy: Decode::new(gpu, c, params, d(self.images), self.tok.mask, Precision::F32)?,

@@ -47,9 +47,9 @@ pub struct TrainArgs {
     /// SCST: captions sampled per image (Oscar 5).
     #[arg(long, default_value_t = 5)]
     pub scst_samples: usize,
-    /// SCST: most generated tokens per caption (Oscar 20).
+    /// SCST: Oscar's max_gen_length of the sampled captions ([CLS] included).
     #[arg(long, default_value_t = 20)]
-    pub scst_max_len: usize,
+    pub scst_max_gen_length: usize,
     /// VQA/GQA: answers seen fewer times than this in the training split are left out of the
     /// answer vocabulary.
     #[arg(long, default_value_t = 1)]

@@ -97,7 +97,7 @@ pub fn run_flags(a: &TrainArgs) -> Vec<(&'static str, String)> {
         flags.push(("--scst", a.scst.to_string()));
         if a.scst {
             flags.push(("--scst-samples", a.scst_samples.to_string()));
-            flags.push(("--scst-max-len", a.scst_max_len.to_string()));
+            flags.push(("--scst-max-gen-length", a.scst_max_gen_length.to_string()));
         }
     }
     flags
@@ -180,7 +180,7 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
             let layout = tasks::caption::CaptionLayout { caption_len: a.caption_len, text_len: a.text_len, regions: a.regions };
             if a.scst {
                 let texts = crate::data::store::caption_texts(&data_dir)?;
-                Box::new(tasks::scst::Scst::new(&data, &tok, &texts, layout, a.batch_size, a.scst_samples, a.scst_max_len)?)
+                Box::new(tasks::scst::Scst::new(&data, &tok, &texts, layout, a.batch_size, a.scst_samples, a.scst_max_gen_length)?)
             } else {
                 Box::new(tasks::caption::Captioning::new(&data, &tok, a.batch_size, layout, a.label_smoothing, cfg_vocab(preset, &cfg, &tok))?)
             }
