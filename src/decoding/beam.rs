@@ -14,7 +14,7 @@
 //!
 //! With one beam Oscar's `generate` runs greedy decoding instead, and so does `beam_search`.
 use super::greedy::greedy;
-use super::{bad, check_rows, log_softmax, reorder, run_step, top_n, Hypothesis, SearchConfig, Stepper};
+use super::{bad, check_rows, log_sum_exp, reorder, run_step, top_entries, top_n, Hypothesis, SearchConfig, Stepper};
 use crate::Result;
 
 /// The score Oscar gives beams 1.. before the first step.
@@ -41,7 +41,6 @@ pub fn beam_search<S: Stepper + ?Sized>(st: &mut S, images: usize, beams: usize,
         let logits = run_step(OP, st, t, &tokens, &mut vocab, cfg)?;
         let v = logits.len() / rows;
         let last = t + 1 == cfg.max_len;
-        let logp: Vec<Vec<f32>> = logits.chunks(v).map(log_softmax).collect();
         // done images keep their rows in place and feed the pad token
         let mut src: Vec<usize> = (0..rows).collect();
         let mut next_tokens = vec![cfg.pad; rows];
@@ -52,21 +51,25 @@ pub fn beam_search<S: Stepper + ?Sized>(st: &mut S, images: usize, beams: usize,
                 continue;
             }
             let base = i * beams;
-            let flat: Vec<(f32, (usize, usize))> = (0..beams)
-                .flat_map(|b| {
-                    let s = scores[base + b];
-                    logp[base + b].iter().enumerate().map(move |(w, &l)| (s + l, (b, w)))
-                })
-                .collect();
+            // Oscar takes the 2 × beams best of the image's flattened beams × vocab: they are among
+            // each beam's 2 × beams best words, and in the same order (ties by beam, then word)
+            let mut flat = Vec::with_capacity(2 * beams * beams);
+            for b in 0..beams {
+                let row = &logits[(base + b) * v..(base + b + 1) * v];
+                let lse = log_sum_exp(row);
+                for (x, w) in top_entries(row, 2 * beams) {
+                    let lp = (x as f64 - lse) as f32;
+                    flat.push((scores[base + b] + lp, (b, w, lp)));
+                }
+            }
             let cands = top_n(&flat, 2 * beams);
             done[i] = finished[i].is_done(cands[0].0);
             if done[i] {
                 continue;
             }
             let mut kept = 0;
-            for &(score, (b, w)) in &cands {
+            for &(score, (b, w, lp)) in &cands {
                 let r = base + b;
-                let lp = logp[r][w];
                 if w as u32 == cfg.eos || last {
                     let mut lps = past[r].1.clone();
                     lps.push(lp);
@@ -92,7 +95,10 @@ pub fn beam_search<S: Stepper + ?Sized>(st: &mut S, images: usize, beams: usize,
         if last || done.iter().all(|&d| d) {
             break;
         }
-        reorder(st, &src)?;
+        // after the first step every row of an image still holds the [CLS] alone: nothing to move
+        if t > 0 {
+            reorder(st, &src)?;
+        }
         tokens = next_tokens;
         scores = next_scores;
         past = next_past;
@@ -153,6 +159,7 @@ impl Finished {
 
 #[cfg(test)]
 mod tests {
+    use super::super::log_softmax;
     use super::super::mock::{fixed, hashed, Mock, Model};
     use super::*;
 
@@ -230,6 +237,10 @@ mod tests {
         let mut st = Mock::new(1, 2, fixed(vec![0.0, 0.0, 1.0, 2.0, 3.0]));
         beam_search(&mut st, 1, 2, &cfg(5, 1.0)).unwrap();
         assert_eq!(st.fed[1], vec![4, 3]);
+        // and beam 0 gives all 2 × beams candidates: the EOS first, then words 3 and 0 go on
+        let mut st = Mock::new(1, 2, fixed(vec![1.0, 0.0, 3.0, 2.0, -1.0]));
+        beam_search(&mut st, 1, 2, &cfg(5, 1.0)).unwrap();
+        assert_eq!(st.fed[1], vec![3, 0]);
     }
 
     #[test]

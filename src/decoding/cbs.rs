@@ -24,31 +24,9 @@
 //! - When no accepting state holds a beam (its constraints cannot fit in `max_len` words), cbs.py
 //!   returns such a masked beam, which need not satisfy anything; we return the best beam of the
 //!   main states that satisfy the most constraints, marked `accepted: false`.
-use super::fsm::{Fsm, Words};
-use super::{bad, check_rows, log_softmax, reorder, run_step, top_n, Hypothesis, SearchConfig, Stepper};
+use super::fsm::{check_constraints, Constraint, Fsm, Words};
+use super::{bad, check_rows, log_sum_exp, reorder, run_step, top_entries, top_n, Hypothesis, SearchConfig, Stepper};
 use crate::Result;
-
-/// cbs.py's `max_given_constraints`.
-pub const MAX_CONSTRAINTS: usize = 3;
-/// cbs.py's `max_words_per_constraint`: longer constraints are cut to their first 4 tokens.
-pub const MAX_CONSTRAINT_TOKENS: usize = 4;
-
-/// One constraint (a tag, e.g. "fire hydrant"): tokens to generate consecutively, each given as
-/// its alternative forms (cbs.py's word forms: "dog" or "dogs").
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Constraint {
-    pub slots: Vec<Vec<u32>>,
-}
-
-impl Constraint {
-    /// A constraint of these wordpiece ids, one form each.
-    pub fn new(ids: &[u32]) -> Constraint {
-        Constraint { slots: ids.iter().map(|&w| vec![w]).collect() }
-    }
-    pub fn with_forms(slots: Vec<Vec<u32>>) -> Constraint {
-        Constraint { slots }
-    }
-}
 
 /// A constrained caption and the constraints its final state satisfies.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,39 +36,6 @@ pub struct Constrained {
     /// False when no state satisfying min(c, min_satisfy) constraints held a beam (see the module
     /// doc); then `satisfied` is less.
     pub accepted: bool,
-}
-
-/// FSM states for one image's constraints (its rows are states × beams).
-pub fn cbs_states(constraints: &[Constraint]) -> Result<usize> {
-    check_constraints(constraints, None)?;
-    Ok(Fsm::new(constraints).states())
-}
-
-/// Rows per image for up to `num_constraints` constraints of up to `MAX_CONSTRAINT_TOKENS` tokens:
-/// 2^c main states and, for each constraint, (tokens - 1) sub-states from each of the 2^(c-1)
-/// main states without it, times `beams` (c = 3: 44 states). `cbs_states` gives the exact number
-/// for given constraints.
-pub fn cbs_rows(num_constraints: usize, beams: usize) -> usize {
-    let c = num_constraints;
-    let states = if c == 0 { 1 } else { (1 << c) + c * (1 << (c - 1)) * (MAX_CONSTRAINT_TOKENS - 1) };
-    states * beams
-}
-
-fn check_constraints(constraints: &[Constraint], eos: Option<u32>) -> Result<()> {
-    const OP: &str = "constrained_beam_search";
-    if constraints.len() > MAX_CONSTRAINTS {
-        return Err(bad(OP, format!("{} constraints, at most {MAX_CONSTRAINTS}", constraints.len())));
-    }
-    for (n, c) in constraints.iter().enumerate() {
-        if c.slots.is_empty() || c.slots.iter().any(|s| s.is_empty()) {
-            return Err(bad(OP, format!("constraint {n} is empty or has a token with no form: {c:?}")));
-        }
-        // a finished beam is one whose last token is the EOS: it cannot also be a constraint's
-        if let Some(eos) = eos.filter(|e| c.slots.iter().flatten().any(|w| w == e)) {
-            return Err(bad(OP, format!("constraint {n} holds the EOS {eos}")));
-        }
-    }
-    Ok(())
 }
 
 /// One live beam: its words (the EOS left out), their log p, the raw sum and whether it ended.
@@ -164,15 +109,15 @@ pub fn constrained_beam_search<S: Stepper + ?Sized>(
                     }
                     continue;
                 }
-                let lp = log_softmax(&logits[r * v..(r + 1) * v]);
+                let row = &logits[r * v..(r + 1) * v];
+                let lse = log_sum_exp(row);
                 // a state takes at most `beams` words from one beam: the best `beams` of its row
                 // past the words an edge excludes are enough
                 let most_excluded = edges.iter().map(|(_, ws)| if let Words::AllBut(x) = ws { x.len() } else { 0 }).max().unwrap_or(0);
-                let ranked: Vec<(f32, usize)> = lp.iter().enumerate().map(|(w, &l)| (l, w)).collect();
-                let best = top_n(&ranked, beams + most_excluded);
+                let best = top_entries(row, beams + most_excluded);
                 for (to, words) in edges {
                     let mut push = |w: u32| {
-                        let l = lp[w as usize];
+                        let l = (row[w as usize] as f64 - lse) as f32;
                         if l > f32::NEG_INFINITY {
                             cands[*to].push((beam.score + l, (r, w, l)));
                         }
@@ -245,6 +190,8 @@ fn select(live: &[Option<Beam>], fsm: &Fsm, c: usize, min_satisfy: usize, beams:
 #[cfg(test)]
 mod tests {
     use super::super::beam::beam_search;
+    use super::super::fsm::{cbs_rows, cbs_states};
+    use super::super::log_softmax;
     use super::super::mock::{hashed, Mock, Model};
     use super::*;
 

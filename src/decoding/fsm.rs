@@ -19,7 +19,64 @@
 //! cbs.py always builds 2^3 main states and max_words_per_constraint (4) sub-states per main state;
 //! with c < 3 constraints the extra states are unreachable from state 0, so we build 2^c main
 //! states and only the sub-states used.
-use super::cbs::{Constraint, MAX_CONSTRAINT_TOKENS};
+use super::bad;
+use crate::Result;
+
+/// cbs.py's `max_given_constraints`.
+pub const MAX_CONSTRAINTS: usize = 3;
+/// cbs.py's `max_words_per_constraint`: longer constraints are cut to their first 4 tokens.
+pub const MAX_CONSTRAINT_TOKENS: usize = 4;
+
+/// One constraint (a tag, e.g. "fire hydrant"): tokens to generate consecutively, each given as
+/// its alternative forms (cbs.py's word forms: "dog" or "dogs").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Constraint {
+    pub slots: Vec<Vec<u32>>,
+}
+
+impl Constraint {
+    /// A constraint of these wordpiece ids, one form each.
+    pub fn new(ids: &[u32]) -> Constraint {
+        Constraint { slots: ids.iter().map(|&w| vec![w]).collect() }
+    }
+    pub fn with_forms(slots: Vec<Vec<u32>>) -> Constraint {
+        Constraint { slots }
+    }
+}
+
+/// FSM states for one image's constraints (its rows are states × beams).
+pub fn cbs_states(constraints: &[Constraint]) -> Result<usize> {
+    check_constraints(constraints, None)?;
+    Ok(Fsm::new(constraints).states())
+}
+
+/// Rows per image for up to `num_constraints` constraints of up to `MAX_CONSTRAINT_TOKENS` tokens:
+/// 2^c main states and, for each constraint, (tokens - 1) sub-states from each of the 2^(c-1)
+/// main states without it, times `beams` (c = 3: 44 states). `cbs_states` gives the exact number
+/// for given constraints.
+pub fn cbs_rows(num_constraints: usize, beams: usize) -> usize {
+    let c = num_constraints;
+    let states = if c == 0 { 1 } else { (1 << c) + c * (1 << (c - 1)) * (MAX_CONSTRAINT_TOKENS - 1) };
+    states * beams
+}
+
+/// At most 3 constraints, none empty, no token without a form, and (when given) no EOS.
+pub(super) fn check_constraints(constraints: &[Constraint], eos: Option<u32>) -> Result<()> {
+    const OP: &str = "constrained_beam_search";
+    if constraints.len() > MAX_CONSTRAINTS {
+        return Err(bad(OP, format!("{} constraints, at most {MAX_CONSTRAINTS}", constraints.len())));
+    }
+    for (n, c) in constraints.iter().enumerate() {
+        if c.slots.is_empty() || c.slots.iter().any(|s| s.is_empty()) {
+            return Err(bad(OP, format!("constraint {n} is empty or has a token with no form: {c:?}")));
+        }
+        // a finished beam is one whose last token is the EOS: it cannot also be a constraint's
+        if let Some(eos) = eos.filter(|e| c.slots.iter().flatten().any(|w| w == e)) {
+            return Err(bad(OP, format!("constraint {n} holds the EOS {eos}")));
+        }
+    }
+    Ok(())
+}
 
 /// The words of one edge: fsm[from, to, :] as a set.
 #[derive(Clone, Debug, PartialEq)]
