@@ -36,7 +36,8 @@ enum Cmd {
     /// Turn a folder of PNG/JPEG images into a store without a detector: each image resized to a
     /// square and cut into G×G patches, one region per patch (RGB pixels in [-1, 1] + 6 box numbers).
     ConvertImages(ConvertImagesArgs),
-    /// Score answer files without a model: `--task vqa` prints the official VQA accuracy (percent).
+    /// Score answer files without a model: `--task vqa` prints the official VQA accuracy (percent),
+    /// `--task caption` pycocoevalcap's BLEU-1..4, ROUGE-L and CIDEr.
     Score(ScoreArgs),
     /// Evaluate a fine-tuned model on a store's split: retrieval R@K, VQA (official accuracy), GQA,
     /// NLVR2, captioning (BLEU, ROUGE-L, CIDEr-D of the decoded captions).
@@ -78,12 +79,14 @@ struct ConvertImagesArgs {
 
 #[derive(clap::Args)]
 struct ScoreArgs {
-    #[arg(long, value_parser = ["vqa"])]
+    #[arg(long, value_parser = ["vqa", "caption"])]
     task: String,
-    /// Question id -> list of human answers (or a VQA annotations file).
+    /// vqa: question id -> list of human answers (or a VQA annotations file); caption: image id ->
+    /// list of reference captions (or a COCO captions annotations file).
     #[arg(long)]
     refs: PathBuf,
-    /// Question id -> predicted answer (or a VQA results list).
+    /// vqa: question id -> predicted answer (or a VQA results list); caption: image id -> caption
+    /// (or a COCO results list of {image_id, caption}).
     #[arg(long)]
     cands: PathBuf,
 }

@@ -1,4 +1,4 @@
-//! `vlp-engine score`: metrics over answer files, no model involved.
+//! `vlp-engine score`: metrics over answer and caption files, no model involved.
 //!
 //! `--task vqa --refs REFS --cands CANDS`: REFS maps each question id to its list of human answers
 //! (`{"1": ["yes", "yes", ...]}`), or is a VQA annotations file (`{"annotations": [{"question_id",
@@ -6,6 +6,14 @@
 //! or is a VQA results file (`[{"question_id", "answer"}, ...]`). Ids may be numbers or strings.
 //! Like the VQA API's `loadRes`, the two must cover the same questions: an id in one and not the
 //! other, a repeated id or a malformed file is an error naming the file and the id or key.
+//!
+//! `--task caption`: REFS maps each image id to its reference captions (`{"391895": ["A man ...",
+//! ...]}`, or pycocoevalcap's `[{"caption": ...}, ...]` per image), or is a COCO captions annotations file (`{"annotations": [{"image_id", "caption"},
+//! ...]}`, several per image); CANDS maps the same ids to one caption, or is a COCO results list
+//! (`[{"image_id", "caption"}, ...]`). The same rules for ids, and no image may have an empty
+//! reference list or an empty caption. Prints pycocoevalcap's BLEU-1..4, ROUGE-L and CIDEr
+//! ([`super::caption`]).
+use super::caption::{self, CaptionScores};
 use super::vqa;
 use crate::data::formats::Ordered;
 use crate::{Error, Result};
@@ -37,12 +45,24 @@ fn read_members(file: &Path, text: &str) -> Result<Vec<(String, Value)>> {
     Ok(v)
 }
 
-fn id_string(file: &Path, at: &str, v: Option<&Value>) -> Result<String> {
+/// What a task's files call their ids and values (in result lists and in messages).
+struct Kind {
+    /// The id field of a result list entry: `question_id`, `image_id`.
+    id_key: &'static str,
+    /// The value field: `answer`, `caption`.
+    value_key: &'static str,
+    /// What an id names: `question`, `image`.
+    item: &'static str,
+}
+const VQA: Kind = Kind { id_key: "question_id", value_key: "answer", item: "question" };
+const CAPTION: Kind = Kind { id_key: "image_id", value_key: "caption", item: "image" };
+
+fn id_string(file: &Path, at: &str, key: &str, v: Option<&Value>) -> Result<String> {
     match v {
         Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(x) => Err(err(file, format!("{at}.question_id: expected an integer or string id, found {x}"))),
-        None => Err(err(file, format!("{at}: no question_id"))),
+        Some(x) => Err(err(file, format!("{at}.{key}: expected an integer or string id, found {x}"))),
+        None => Err(err(file, format!("{at}: no {key}"))),
     }
 }
 
@@ -76,7 +96,7 @@ pub fn read_refs(file: &Path) -> Result<Vec<(String, Vec<String>)>> {
             .enumerate()
             .map(|(i, a)| {
                 let at = format!("annotations[{i}]");
-                let id = id_string(file, &at, a.get("question_id"))?;
+                let id = id_string(file, &at, VQA.id_key, a.get(VQA.id_key))?;
                 let answers = a.get("answers").ok_or_else(|| err(file, format!("{at} (question '{id}'): no answers")))?;
                 Ok((id.clone(), answer_list(file, &id, answers)?))
             })
@@ -95,31 +115,118 @@ pub fn read_refs(file: &Path) -> Result<Vec<(String, Vec<String>)>> {
 
 /// CANDS: question id -> predicted answer.
 pub fn read_cands(file: &Path) -> Result<HashMap<String, String>> {
+    Ok(read_values(file, &VQA)?.into_iter().collect())
+}
+
+/// A candidates file of `kind`: a results list `[{id_key, value_key}]` or an object id -> value
+/// string, as (id, value) in file order; a repeated id is an error.
+fn read_values(file: &Path, kind: &Kind) -> Result<Vec<(String, String)>> {
     let text = read_text(file)?;
-    let value_answer = |id: &str, v: &Value| match v {
+    let (item, value) = (kind.item, kind.value_key);
+    let value_string = |id: &str, v: &Value| match v {
         Value::String(s) => Ok(s.clone()),
-        _ => Err(err(file, format!("question '{id}': expected one answer string, found {v}"))),
+        _ => Err(err(file, format!("{item} '{id}': expected one {value} string, found {v}"))),
     };
     let pairs: Vec<(String, String)> = if text.trim_start().starts_with('[') {
         let v: Vec<Value> = serde_json::from_str(&text).map_err(|e| err(file, format!("not a JSON list of results: {e}")))?;
         v.iter()
             .enumerate()
             .map(|(i, r)| {
-                let id = id_string(file, &format!("[{i}]"), r.get("question_id"))?;
-                let a = r.get("answer").ok_or_else(|| err(file, format!("[{i}] (question '{id}'): no answer")))?;
-                Ok((id.clone(), value_answer(&id, a)?))
+                let id = id_string(file, &format!("[{i}]"), kind.id_key, r.get(kind.id_key))?;
+                let a = r.get(value).ok_or_else(|| err(file, format!("[{i}] ({item} '{id}'): no {value}")))?;
+                Ok((id.clone(), value_string(&id, a)?))
             })
             .collect::<Result<_>>()?
     } else {
-        read_members(file, &text)?.into_iter().map(|(id, v)| Ok((id.clone(), value_answer(&id, &v)?))).collect::<Result<_>>()?
+        read_members(file, &text)?.into_iter().map(|(id, v)| Ok((id.clone(), value_string(&id, &v)?))).collect::<Result<_>>()?
     };
-    let mut out = HashMap::new();
-    for (id, a) in pairs {
-        if out.insert(id.clone(), a).is_some() {
-            return Err(err(file, format!("question '{id}' appears twice")));
+    let mut seen = std::collections::HashSet::new();
+    if let Some((id, _)) = pairs.iter().find(|(id, _)| !seen.insert(id.as_str())) {
+        return Err(err(file, format!("{item} '{id}' appears twice")));
+    }
+    Ok(pairs)
+}
+
+/// A caption must hold a word; an empty one is a broken file, not a candidate to score.
+fn nonempty_caption(file: &Path, id: &str, at: &str, c: String) -> Result<String> {
+    if c.trim().is_empty() {
+        return Err(err(file, format!("image '{id}': {at} is an empty caption")));
+    }
+    Ok(c)
+}
+
+/// REFS for `--task caption`: image id -> reference captions, images in order of first appearance.
+pub fn read_caption_refs(file: &Path) -> Result<Vec<(String, Vec<String>)>> {
+    let text = read_text(file)?;
+    let members = read_members(file, &text)?;
+    let out: Vec<(String, Vec<String>)> = match members.iter().find(|(k, _)| k == "annotations") {
+        Some((_, Value::Array(anns))) => {
+            // a COCO annotations file: one entry per caption
+            let mut out: Vec<(String, Vec<String>)> = Vec::new();
+            let mut at: HashMap<String, usize> = HashMap::new();
+            for (i, a) in anns.iter().enumerate() {
+                let here = format!("annotations[{i}]");
+                let id = id_string(file, &here, CAPTION.id_key, a.get(CAPTION.id_key))?;
+                let c = match a.get("caption") {
+                    Some(Value::String(s)) => nonempty_caption(file, &id, &here, s.clone())?,
+                    Some(x) => return Err(err(file, format!("{here} (image '{id}'): caption is {x}, not a string"))),
+                    None => return Err(err(file, format!("{here} (image '{id}'): no caption"))),
+                };
+                let k = *at.entry(id.clone()).or_insert_with(|| {
+                    out.push((id.clone(), Vec::new()));
+                    out.len() - 1
+                });
+                out[k].1.push(c);
+            }
+            out
         }
+        Some((_, x)) => return Err(err(file, format!("'annotations' is {}, not a list", kind_of(x)))),
+        None => members
+            .into_iter()
+            .map(|(id, v)| {
+                let Value::Array(a) = v else {
+                    return Err(err(file, format!("image '{id}': expected a list of reference captions, found {v}")));
+                };
+                if a.is_empty() {
+                    return Err(err(file, format!("image '{id}': no reference captions")));
+                }
+                let caps = a
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, x)| match x {
+                        Value::String(s) => nonempty_caption(file, &id, &format!("captions[{k}]"), s),
+                        // pycocoevalcap's own `gts` layout: [{"caption": ...}, ...]
+                        Value::Object(mut o) => match o.remove("caption") {
+                            Some(Value::String(s)) => nonempty_caption(file, &id, &format!("captions[{k}]"), s),
+                            _ => Err(err(file, format!("image '{id}': captions[{k}] has no string 'caption'"))),
+                        },
+                        _ => Err(err(file, format!("image '{id}': captions[{k}] is {x}, not a string"))),
+                    })
+                    .collect::<Result<_>>()?;
+                Ok((id, caps))
+            })
+            .collect::<Result<_>>()?,
+    };
+    if out.is_empty() {
+        return Err(err(file, "no images"));
     }
     Ok(out)
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// CANDS for `--task caption`: image id -> candidate caption.
+pub fn read_caption_cands(file: &Path) -> Result<HashMap<String, String>> {
+    read_values(file, &CAPTION)?.into_iter().map(|(id, c)| Ok((id.clone(), nonempty_caption(file, &id, "the candidate", c)?))).collect()
 }
 
 fn some_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
@@ -128,29 +235,46 @@ fn some_ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
     format!("{}{}", shown.join(", "), if v.len() > 5 { format!(" and {} more", v.len() - 5) } else { String::new() })
 }
 
+/// CANDS must answer exactly the ids of REFS.
+fn same_ids<T>(refs: &Path, cands: &Path, item: &str, value: &str, ids: &[&str], c: &HashMap<String, T>) -> Result<()> {
+    let known: std::collections::HashSet<&str> = ids.iter().copied().collect();
+    let mut unknown: Vec<&str> = c.keys().map(|s| s.as_str()).filter(|id| !known.contains(id)).collect();
+    if !unknown.is_empty() {
+        unknown.sort();
+        return Err(err(cands, format!("unknown {item} id {} (not in {})", some_ids(unknown.into_iter()), refs.display())));
+    }
+    let missing: Vec<&str> = ids.iter().copied().filter(|id| !c.contains_key(*id)).collect();
+    if !missing.is_empty() {
+        return Err(err(cands, format!("no {value} for {item} id {} of {}", some_ids(missing.into_iter()), refs.display())));
+    }
+    Ok(())
+}
+
 /// `score --task vqa`: the official VQA accuracy of CANDS against REFS.
 pub fn score_vqa(refs: &Path, cands: &Path) -> Result<VqaScore> {
     let r = read_refs(refs)?;
     let c = read_cands(cands)?;
-    let known: std::collections::HashSet<&str> = r.iter().map(|(id, _)| id.as_str()).collect();
-    let mut unknown: Vec<&str> = c.keys().map(|s| s.as_str()).filter(|id| !known.contains(id)).collect();
-    if !unknown.is_empty() {
-        unknown.sort();
-        return Err(err(cands, format!("unknown question id {} (not in {})", some_ids(unknown.into_iter()), refs.display())));
-    }
-    let missing: Vec<&str> = r.iter().map(|(id, _)| id.as_str()).filter(|id| !c.contains_key(*id)).collect();
-    if !missing.is_empty() {
-        return Err(err(cands, format!("no answer for question id {} of {}", some_ids(missing.into_iter()), refs.display())));
-    }
+    same_ids(refs, cands, "question", "answer", &r.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), &c)?;
     let accuracy = vqa::vqa_accuracy(r.iter().map(|(id, h)| (c[id].as_str(), h.as_slice())))?;
     Ok(VqaScore { accuracy, questions: r.len() })
 }
 
-/// The `score` command: one JSON object for `task` (only `vqa` so far).
+/// `score --task caption`: pycocoevalcap's BLEU-1..4, ROUGE-L and CIDEr of CANDS against REFS.
+pub fn score_caption(refs: &Path, cands: &Path) -> Result<CaptionScores> {
+    let r = read_caption_refs(refs)?;
+    let c = read_caption_cands(cands)?;
+    same_ids(refs, cands, "image", "caption", &r.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), &c)?;
+    let pairs: Vec<(String, String)> = r.iter().map(|(id, _)| (id.clone(), c[id].clone())).collect();
+    caption::caption_scores(&r, &pairs)
+}
+
+/// The `score` command: one JSON object for `task` (`vqa` or `caption`).
 pub fn score(task: &str, refs: &Path, cands: &Path) -> Result<Value> {
+    let json = |v: std::result::Result<Value, serde_json::Error>| v.map_err(|e| Error::Other(e.to_string()));
     match task {
-        "vqa" => Ok(serde_json::to_value(score_vqa(refs, cands)?).map_err(|e| Error::Other(e.to_string()))?),
-        t => Err(Error::Other(format!("score: unknown task '{t}' (expected vqa)"))),
+        "vqa" => json(serde_json::to_value(score_vqa(refs, cands)?)),
+        "caption" => json(serde_json::to_value(score_caption(refs, cands)?)),
+        t => Err(Error::Other(format!("score: unknown task '{t}' (expected vqa or caption)"))),
     }
 }
 
