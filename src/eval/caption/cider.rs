@@ -91,6 +91,8 @@ impl CiderD {
     /// CIDEr-D of one tokenised candidate against its tokenised references (×10 scale, as
     /// pycocoevalcap reports it); `refs` must not be empty.
     pub fn score<S: AsRef<str>>(&self, cand: &[S], refs: &[Vec<S>]) -> f64 {
+        // pycocoevalcap asserts this too; the mean over no references would be NaN, a poor reward
+        assert!(!refs.is_empty(), "CIDEr-D of a candidate with no references");
         let hyp = self.vecs(cand);
         let mut score = [0.0; N];
         for r in refs {
@@ -144,6 +146,7 @@ mod tests {
         let _ = l2;
         // nothing in common: 0
         assert_eq!(c.score(&w("blue sky"), &refs[1]), 0.0);
+        assert!(std::panic::catch_unwind(|| c.score(&w("a"), &[])).is_err());
         // the corpus function is the mean over images with df from those refs
         let (m, per) = cider_d(&refs, &[w("a dog"), w("a cat")]);
         assert_eq!(per[0], s);

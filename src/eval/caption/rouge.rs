@@ -27,6 +27,7 @@ pub fn lcs<S: AsRef<str>>(a: &[S], b: &[S]) -> usize {
 
 /// One image's ROUGE-L (`Rouge.calc_score`); `refs` must not be empty.
 pub fn image_rouge_l<S: AsRef<str>>(cand: &[S], refs: &[Vec<S>]) -> f64 {
+    assert!(!refs.is_empty(), "ROUGE-L of a candidate with no references");
     let (mut prec_max, mut rec_max) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
     for r in refs {
         let l = lcs(r, cand) as f64;
