@@ -1,0 +1,142 @@
+//! Captioning end to end at tiny size on a small synthetic world: `train --task caption` learns the
+//! captions' language, `eval --task caption` decodes every image (beam search, CBS) and scores the
+//! captions, `caption` describes a store image, and `train --scst` runs self-critical steps.
+use std::path::{Path, PathBuf};
+use vlp_engine::apps::caption::{caption, CaptionArgs, SearchArgs};
+use vlp_engine::apps::evaluate::{evaluate, EvalArgs};
+use vlp_engine::data::{store, synth, Tok};
+use vlp_engine::gpu::Gpu;
+use vlp_engine::train::{train, TrainArgs};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vlp-caption-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn args(data: &Path, out: &Path, steps: usize) -> TrainArgs {
+    TrainArgs {
+        task: "caption".into(),
+        data: Some(data.to_path_buf()),
+        out: out.to_path_buf(),
+        steps,
+        batch_size: 16,
+        text_len: 26,
+        caption_len: 20,
+        regions: 6,
+        warmup: 5,
+        lr: 3e-3,
+        log_every: 10,
+        eval_every: 20,
+        eval_batches: 4,
+        save_every: 0,
+        progress: false,
+        ..TrainArgs::default()
+    }
+}
+
+fn eval_args(model: &Path, data: &Path, search: SearchArgs, out: &Path) -> EvalArgs {
+    EvalArgs {
+        task: "caption".into(),
+        model: model.to_path_buf(),
+        data: data.to_path_buf(),
+        split: "val".into(),
+        images: Some(6),
+        batch: 16,
+        text_len: 26,
+        regions: 6,
+        no_tags: false,
+        out: Some(out.to_path_buf()),
+        search,
+    }
+}
+
+#[test]
+fn a_tiny_captioner_trains_decodes_scores_and_runs_self_critical_steps() {
+    let d = tmp("e2e");
+    let data = d.join("data");
+    let w = synth::generate(300, 5, 38).unwrap();
+    let tok = Tok::train(&w.corpus(), 300).unwrap();
+    store::write_world(&data, &w, &tok).unwrap();
+    let gpu = Gpu::default_device().unwrap();
+
+    let s = train(&gpu, &args(&data, &d.join("ce"), 80)).unwrap();
+    let metrics = std::fs::read_to_string(d.join("ce/metrics.jsonl")).unwrap();
+    let acc: Vec<f64> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().get("val_token_acc").and_then(|v| v.as_f64()))
+        .collect();
+    assert_eq!(acc.len(), 4, "validated every 20 steps: {metrics}");
+    eprintln!("val_token_acc {acc:?}, loss {:?} -> {:?}", s.losses.first(), s.losses.last());
+    // the caption language (grammar, [SEP] to stop) is learned in a few dozen steps
+    assert!(acc[3] > 0.3 && acc[3] > acc[0] + 0.05, "masked caption tokens: {acc:?}");
+    let model = d.join("ce/model");
+    assert!(model.join("caption.json").exists() && model.join("head.json").exists());
+
+    // beam search over the validation images: one caption each, scored
+    let beam = SearchArgs { beam: 3, max_gen_length: 14, images_per_plan: 4, ..SearchArgs::default() };
+    let o = evaluate(&gpu, &eval_args(&model, &data, beam, &d.join("beam")), false).unwrap();
+    let caps: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(d.join("beam/captions.json")).unwrap()).unwrap();
+    assert_eq!(caps.len(), 6);
+    assert!(caps.values().all(|c| !c.as_str().unwrap().trim().is_empty()), "{caps:?}");
+    for k in ["BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr"] {
+        let v = o[k].as_f64().unwrap_or(f64::NAN);
+        assert!(v.is_finite() && v >= 0.0, "{k} = {v} in {o}");
+    }
+    assert!(o["BLEU-1"].as_f64().unwrap() > 0.2, "captions in the world's language share words with its references: {o}");
+    assert!(o["tags_baseline"]["CIDEr"].as_f64().is_some(), "{o}");
+    assert!(d.join("beam/metrics.json").exists());
+
+    // constrained beam search mentions the tags (at least 2 of up to 3 per image) where beam search need not
+    let cbs = SearchArgs { beam: 1, max_gen_length: 14, cbs: true, images_per_plan: 2, ..SearchArgs::default() };
+    let oc = evaluate(&gpu, &eval_args(&model, &data, cbs, &d.join("cbs")), false).unwrap();
+    let (rb, rc) = (o["tag_recall"].as_f64().unwrap(), oc["tag_recall"].as_f64().unwrap());
+    eprintln!("tag recall: beam {rb:.3}, cbs {rc:.3}");
+    assert!(rc >= 0.6 && rc > rb, "CBS tag recall {rc} vs beam {rb}");
+
+    // the caption command: one store image, two samples
+    let id = caps.keys().next().unwrap().clone();
+    let search = SearchArgs { sample: Some(2), max_gen_length: 14, images_per_plan: 1, ..SearchArgs::default() };
+    let a = CaptionArgs { model: model.clone(), data: Some(data.clone()), image: vec![id.clone()], image_file: vec![], grid: 4, tags: None, search, json: false };
+    let got = caption(&gpu, &a).unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|(i, c)| *i == id && !c.is_empty()));
+    // careless input: a longer caption than the model was trained for, CBS and sampling at once
+    let long = SearchArgs { max_gen_length: 40, ..SearchArgs::default() };
+    let e = caption(&gpu, &CaptionArgs { search: long, ..a.clone() }).unwrap_err().to_string();
+    assert!(e.contains("--max-gen-length 40"), "{e}");
+    let both = SearchArgs { cbs: true, sample: Some(2), ..SearchArgs::default() };
+    let e = caption(&gpu, &CaptionArgs { search: both, ..a.clone() }).unwrap_err().to_string();
+    assert!(e.contains("--cbs") && e.contains("--sample"), "{e}");
+    let e = caption(&gpu, &CaptionArgs { image: vec!["nope".into()], ..a }).unwrap_err().to_string();
+    assert!(e.contains("no image 'nope'"), "{e}");
+
+    // self-critical steps from the captioner: rewards logged, the loss finite
+    let sc = TrainArgs {
+        init: Some(model),
+        scst: true,
+        scst_samples: 3,
+        scst_max_gen_length: 12,
+        batch_size: 2,
+        steps: 3,
+        warmup: 0,
+        lr: 1e-4,
+        log_every: 1,
+        eval_every: 3,
+        ..args(&data, &d.join("scst"), 3)
+    };
+    let s = train(&gpu, &sc).unwrap();
+    assert!(s.losses.iter().all(|(_, l, _)| l.is_finite()));
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(d.join("scst/metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    for l in &lines {
+        let (r, b) = (l["reward"].as_f64().unwrap(), l["greedy_reward"].as_f64().unwrap());
+        assert!(r.is_finite() && r >= 0.0 && b.is_finite() && b >= 0.0, "{l}");
+    }
+    assert!(lines[2]["val_cider_d"].as_f64().is_some_and(|v| v.is_finite()), "{}", lines[2]);
+    assert!(d.join("scst/model/caption.json").exists());
+    let _ = std::fs::remove_dir_all(&d);
+}
