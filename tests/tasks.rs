@@ -1,8 +1,11 @@
 //! Fine-tuning tasks end to end at tiny size on a small synthetic world (feature dim 38): each
 //! trains from scratch through `train --task`, saves a model directory with its head (and answer
-//! vocabulary), and `eval` scores it. GQA must beat the majority answer clearly; the others must
-//! run and give metrics in range (on this world and budget they do not yet beat chance: see the
-//! issue notes).
+//! vocabulary), and `eval` scores it. GQA (cross-entropy) and VQA (soft BCE) must beat the majority
+//! answer clearly: in this budget both learn what the question type gives (about 55 % against 26 %);
+//! using the tags or regions to answer needs far more steps than a test has (README, "Do object tags
+//! help?"). Retrieval and NLVR2 must run and give metrics in range: they are decided by matching
+//! words to tags and regions alone, which a tiny model does not learn in a test's budget.
+//! `VLP_TASKS_SEED` changes the training seed (the margins were checked on seeds 42 and 7).
 use std::path::{Path, PathBuf};
 use vlp_engine::apps::evaluate::{evaluate, EvalArgs};
 use vlp_engine::data::{store, synth, Tok};
@@ -24,6 +27,11 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
+fn seed() -> u64 {
+    std::env::var("VLP_TASKS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(42)
+}
+
+/// `train --task` with the defaults a user gets (learning rate 1e-3), at a test's size.
 fn finetune(gpu: &Gpu, data: &Path, out: &Path, task: &str, steps: usize) -> vlp_engine::train::Summary {
     let a = TrainArgs {
         task: task.into(),
@@ -34,13 +42,13 @@ fn finetune(gpu: &Gpu, data: &Path, out: &Path, task: &str, steps: usize) -> vlp
         text_len: 16,
         regions: 6,
         warmup: 8,
-        lr: 3e-3,
         log_every: 10,
         eval_every: steps,
         eval_batches: 8,
         save_every: 0,
         head_dropout: 0.1,
         progress: false,
+        seed: seed(),
         ..TrainArgs::default()
     };
     train(gpu, &a).unwrap()
@@ -62,41 +70,57 @@ fn eval_args(task: &str, model: &Path, data: &Path) -> EvalArgs {
     }
 }
 
-#[test]
-fn gqa_beats_the_majority_answer_and_eval_agrees() {
-    let d = tmp("gqa");
+/// Fine-tunes `task` (gqa or vqa) and checks that validation accuracy, and `eval`'s on all
+/// validation questions, beat the training split's majority answer by `margin` points.
+fn qa_beats_the_majority_answer(task: &str, steps: usize, margin: f32) -> (PathBuf, PathBuf) {
+    let d = tmp(task);
     world(&d.join("data"));
     let gpu = Gpu::default_device().unwrap();
-    let s = finetune(&gpu, &d.join("data"), &d.join("out"), "gqa", 80);
+    let s = finetune(&gpu, &d.join("data"), &d.join("out"), task, steps);
     let val = s.eval.expect("evaluated at the last step")["val_accuracy"];
     // the majority answer of the training split, on the validation questions
     let tok = Tok::load(&d.join("data/tokenizer.json")).unwrap();
     let data = vlp_engine::data::pretrain::PretrainData::load(&d.join("data"), &tok).unwrap();
-    let qa = vlp_engine::tasks::qa::Qa::load(&d.join("data"), &data, &tok, false, None, 1, 16, 16, 6, 0.0).unwrap();
+    let qa = vlp_engine::tasks::qa::Qa::load(&d.join("data"), &data, &tok, task == "vqa", None, 1, 16, 16, 6, 0.0).unwrap();
     let majority = qa.majority_baseline(&qa.pool("val"));
-    eprintln!("GQA: val accuracy {val:.1} % vs majority answer {majority:.1} %");
+    eprintln!("{task}: val accuracy {val:.1} % vs majority answer {majority:.1} %");
     assert!((10.0..50.0).contains(&majority), "majority baseline {majority}");
-    assert!(val > majority + 10.0, "GQA {val} % does not beat the majority answer {majority} % clearly");
+    assert!(val > majority + margin, "{task} {val} % does not beat the majority answer {majority} % clearly");
     let model = d.join("out/model");
     let answers: Vec<String> = serde_json::from_str(&std::fs::read_to_string(model.join("answers.json")).unwrap()).unwrap();
     assert_eq!(answers, qa.answers, "the saved answer vocabulary");
     let out = d.join("metrics.json");
-    let r = evaluate(&gpu, &EvalArgs { out: Some(out.clone()), ..eval_args("gqa", &model, &d.join("data")) }, false).unwrap();
+    let r = evaluate(&gpu, &EvalArgs { out: Some(out.clone()), ..eval_args(task, &model, &d.join("data")) }, false).unwrap();
     let acc = r["accuracy"].as_f64().unwrap();
-    assert!(acc > majority as f64 + 10.0, "eval accuracy {acc} on all {} val questions", r["questions"]);
+    eprintln!("{task} eval: {r}");
+    assert!(acc > (majority + margin) as f64, "eval accuracy {acc} on all {} val questions", r["questions"]);
     let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
     assert_eq!(written["accuracy"], r["accuracy"]);
+    (d, model)
+}
+
+#[test]
+fn gqa_beats_the_majority_answer_and_eval_agrees() {
+    let (d, model) = qa_beats_the_majority_answer("gqa", 100, 15.0);
     // a GQA model is not a retrieval model
+    let gpu = Gpu::default_device().unwrap();
     let e = evaluate(&gpu, &eval_args("nlvr2", &model, &d.join("data")), false).unwrap_err().to_string();
     assert!(e.contains("cannot be evaluated on --task nlvr2"), "{e}");
 }
 
+/// Regression (issue 10): with the classifier's bias at zero, BCE over the answers spent the run
+/// pushing every logit down and the model answered the majority answer to every question.
 #[test]
-fn vqa_retrieval_and_nlvr2_train_save_and_evaluate() {
+fn vqa_soft_bce_beats_the_majority_answer() {
+    qa_beats_the_majority_answer("vqa", 100, 15.0);
+}
+
+#[test]
+fn retrieval_and_nlvr2_train_save_and_evaluate() {
     let d = tmp("rest");
     world(&d.join("data"));
     let gpu = Gpu::default_device().unwrap();
-    for (task, key) in [("vqa", "accuracy"), ("nlvr2", "accuracy"), ("retrieval", "i2t_R@10")] {
+    for (task, key) in [("nlvr2", "accuracy"), ("retrieval", "i2t_R@10")] {
         let out = d.join(task);
         let s = finetune(&gpu, &d.join("data"), &out, task, 20);
         assert!(s.losses.iter().all(|l| l.1.is_finite()), "{task}: {:?}", s.losses);

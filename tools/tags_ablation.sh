@@ -22,7 +22,7 @@ for arm in tags notags; do
   for task in gqa vqa retrieval; do
     echo "== $arm: $task, $FT steps" >&2
     "$BIN" train --task "$task" --init "$OUT/$arm/pre/model" --data "$OUT/data" --out "$OUT/$arm/$task" --steps "$FT" \
-      --lr 2e-3 --warmup 15 --head-dropout 0.1 --weight-decay 0.05 --eval-every 0 $flag >/dev/null 2>"$OUT/$arm-$task.log"
+      --warmup 15 --head-dropout 0.1 --weight-decay 0.05 --eval-every 0 $flag >/dev/null 2>"$OUT/$arm-$task.log"
     extra=""
     [ "$task" = retrieval ] && extra="--images $RET_IMAGES"
     "$BIN" eval --task "$task" --model "$OUT/$arm/$task/model" --data "$OUT/data" --split test $extra $flag --out "$OUT/$arm/$task.json" >/dev/null 2>&1

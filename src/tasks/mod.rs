@@ -43,6 +43,12 @@ pub trait Task {
     fn evaluate(&self, gpu: &Gpu, c: &Config, step: &Step, seed: u64, batches: usize) -> Result<Vec<(String, f32)>>;
     /// Title of the loss plot.
     fn title(&self) -> &'static str;
+    /// The starting value of a fresh head's output bias (`classifier.bias`), when the head is not
+    /// loaded from `--init`: e.g. the log prior of the answers, so that the first steps do not
+    /// spend themselves (and the encoder) on learning the answers' frequencies.
+    fn head_bias(&self) -> Option<Vec<f32>> {
+        None
+    }
     /// Extra files for the saved model directory (e.g. the answer vocabulary): (name, contents).
     fn model_files(&self) -> Vec<(String, String)> {
         Vec::new()

@@ -202,6 +202,29 @@ impl<'a> Qa<'a> {
         (100.0 * s / pool.len().max(1) as f64) as f32
     }
 
+    /// The log prior of each answer on the training split, as a fresh classifier's bias: for VQA's
+    /// BCE the log-odds of the mean soft target, for GQA's cross-entropy the log frequency (add-one
+    /// smoothed, so an answer seen once is not -inf).
+    pub fn prior_bias(&self) -> Vec<f32> {
+        let n = self.answers.len();
+        let mut mass = vec![0f64; n];
+        for &q in &self.train_pool {
+            if self.soft {
+                for &(k, v) in &self.questions[q].targets {
+                    mass[k] += v as f64;
+                }
+            } else if let Some(l) = self.questions[q].label {
+                mass[l] += 1.0;
+            }
+        }
+        let total = self.train_pool.len().max(1) as f64;
+        if self.soft {
+            mass.iter().map(|&m| (m / total).clamp(1e-4, 1.0 - 1e-4)).map(|p| (p / (1.0 - p)).ln() as f32).collect()
+        } else {
+            mass.iter().map(|&m| ((m + 1.0) / (total + n as f64)).ln() as f32).collect()
+        }
+    }
+
     pub fn pool(&self, split: &str) -> Vec<usize> {
         (0..self.questions.len()).filter(|&i| self.split_of[i] == split).collect()
     }
@@ -235,6 +258,9 @@ impl Task for Qa<'_> {
         } else {
             "Oscar GQA fine-tuning"
         }
+    }
+    fn head_bias(&self) -> Option<Vec<f32>> {
+        Some(self.prior_bias())
     }
     fn model_files(&self) -> Vec<(String, String)> {
         vec![("answers.json".into(), serde_json::to_string(&self.answers).unwrap_or_default())]

@@ -233,6 +233,8 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
     let params = ParamSet::zeros(gpu, layout.clone(), "params")?;
     let grads = ParamSet::zeros(gpu, layout.clone(), "grads")?;
     params.init(gpu, a.seed)?;
+    // a head bias not loaded from --init starts at the task's prior (e.g. the answers' log prior)
+    let mut fresh_bias = true;
     if let Some(init) = init {
         let r = checkpoint::load_with(gpu, &params, init, checkpoint::LoadOptions { allow_unexpected: a.allow_unexpected })?;
         eprintln!("init from {}: {} loaded, {} initialised, {} ignored", init.display(), r.loaded.len(), r.initialized.len(), r.ignored.len());
@@ -244,6 +246,13 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
                 init.display(),
                 fresh.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
             );
+        }
+        fresh_bias = r.initialized.iter().any(|n| n == "classifier.bias");
+    }
+    if let Some(bias) = task.head_bias() {
+        if fresh_bias && layout.index.contains_key("classifier.bias") {
+            gpu.write_f32(&params.get("classifier.bias")?, &bias)?;
+            eprintln!("classifier.bias starts at the log prior of the {} training labels", bias.len());
         }
     }
     let adam = AdamWConfig { max_grad_norm: a.max_grad_norm, ..Default::default() };
