@@ -60,7 +60,7 @@ fn teacher_forced_mask_rows_reproduce_the_decoders_distributions() {
     let mut dec = Decode::new(&gpu, &cfg, &params, ds, t.mask, Precision::F32).unwrap();
     let mut x = Context { tag_ids: vec![], tag_pos: vec![], valid: vec![], img: vec![] };
     for i in 0..2 {
-        push_context(&mut x, &lay, &t, &tags[i], &imgs[i], real_regions[i], 1);
+        push_context(&mut x, &lay, &t, &tags[i], &imgs[i][..real_regions[i] * d], d, 1);
     }
     dec.set_context(&gpu, &cfg, &x).unwrap();
     gpu.run(&dec.prefill).unwrap();
@@ -123,7 +123,7 @@ fn searches_over_the_decode_plan_agree_with_each_other() {
         let mut dec = Decode::new(&gpu, &cfg, &params, ds, t.mask, Precision::F32).unwrap();
         let mut x = Context { tag_ids: vec![], tag_pos: vec![], valid: vec![], img: vec![] };
         for im in &imgs {
-            push_context(&mut x, &lay, &t, &[7, 8], im, lay.regions, per);
+            push_context(&mut x, &lay, &t, &[7, 8], im, cfg.img_feature_dim, per);
         }
         dec.set_context(&gpu, &cfg, &x).unwrap();
         gpu.run(&dec.prefill).unwrap();

@@ -2,7 +2,6 @@
 //! plan (model::decode, the key/value cache) driven by the searches of `decoding` — greedy, beam,
 //! multinomial sampling, constrained beam — over many images, `images_per_plan` at a time.
 use super::ModelDir;
-use crate::data::images::Patches;
 use crate::data::pretrain::PretrainData;
 use crate::data::Tok;
 use crate::decoding::{self, Constraint, Hypothesis, SearchConfig, Stepper};
@@ -225,10 +224,7 @@ impl<'m> Captioner<'m> {
             for i in 0..self.images {
                 // a final partial plan repeats its last image; those rows are dropped
                 let inp = &chunk[i.min(chunk.len() - 1)];
-                let r = (inp.regions.len() / d).min(self.layout.regions);
-                let mut img = vec![0f32; self.layout.regions * d];
-                img[..r * d].copy_from_slice(&inp.regions[..r * d]);
-                push_context(&mut x, &self.layout, &self.m.tok, &inp.tags, &img, r, per);
+                push_context(&mut x, &self.layout, &self.m.tok, &inp.tags, &inp.regions, d, per);
             }
             self.dec.set_context(gpu, &self.m.cfg, &x)?;
             gpu.run(&self.dec.prefill)?;
@@ -337,12 +333,7 @@ pub fn caption(gpu: &Gpu, a: &CaptionArgs) -> Result<Vec<(String, String)>> {
         names.extend(a.image.iter().cloned());
     }
     if !a.image_file.is_empty() {
-        // the patch side follows from the model's feature width: 3 p² + 6
-        let p = (((d.saturating_sub(6)) / 3) as f64).sqrt().round() as usize;
-        if p == 0 || 3 * p * p + 6 != d {
-            return Err(Error::Other(format!("{}: the model takes {d}-d features, not patch regions (3 p² + 6)", a.model.display())));
-        }
-        let patches = Patches::new(a.grid, Some(a.grid * p))?;
+        let patches = m.patches(&a.model, a.grid)?;
         let tags = m.tok.encode(a.tags.as_deref().unwrap_or(""))?;
         for f in &a.image_file {
             let (_, regions) = patches.file_features(f)?;

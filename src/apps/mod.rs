@@ -41,6 +41,17 @@ impl ModelDir {
         Ok((Step::new(gpu, &self.cfg, &self.params, None, &self.head, s, Mode::Eval, 1.0, Precision::F32)?, s))
     }
 
+    /// The patch front end (as convert-images) whose regions this model takes: the patch side
+    /// follows from the feature width, 3 p² + 6; a model of detector features is an error.
+    pub fn patches(&self, dir: &Path, grid: usize) -> Result<crate::data::images::Patches> {
+        let d = self.cfg.img_feature_dim;
+        let p = (((d.saturating_sub(6)) / 3) as f64).sqrt().round() as usize;
+        if p == 0 || 3 * p * p + 6 != d {
+            return Err(Error::Other(format!("{}: the model takes {d}-d features, not patch regions (3 p² + 6)", dir.display())));
+        }
+        crate::data::images::Patches::new(grid, Some(grid * p))
+    }
+
     /// The answer vocabulary a VQA/GQA model keeps in `answers.json`, checked against its head.
     pub fn answers(&self, dir: &Path) -> Result<Vec<String>> {
         let f = dir.join("answers.json");

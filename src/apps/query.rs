@@ -5,7 +5,6 @@
 //!   as `convert-images` does), the top answers with their probabilities (softmax for a GQA model,
 //!   sigmoid per answer for a VQA model, as each was trained).
 use super::ModelDir;
-use crate::data::images::Patches;
 use crate::data::pretrain::PretrainData;
 use crate::gpu::Gpu;
 use crate::model::heads::HeadActs;
@@ -128,12 +127,7 @@ pub fn answer(gpu: &Gpu, a: &QueryArgs) -> Result<Ranked> {
             (data.images[im].0.clone(), f)
         }
         (None, Some(file)) => {
-            // the patch side follows from the model's feature width: 3 p² + 6
-            let p = (((d.saturating_sub(6)) / 3) as f64).sqrt().round() as usize;
-            if p == 0 || 3 * p * p + 6 != d {
-                return Err(Error::Other(format!("{}: the model takes {d}-d features, not patch regions (3 p² + 6)", a.model.display())));
-            }
-            let (_, f) = Patches::new(a.grid, Some(a.grid * p))?.file_features(file)?;
+            let (_, f) = m.patches(&a.model, a.grid)?.file_features(file)?;
             (m.tok.encode(a.tags.as_deref().unwrap_or(""))?, f)
         }
         _ => return Err(Error::Other("answer takes --image ID (a store image) or --image-file PATH, one of them".into())),

@@ -85,20 +85,24 @@ pub fn write_sequence(b: &mut Batch, s: &Shape, lay: &CaptionLayout, bi: usize, 
         b.pos_ids.push(t as u32);
     }
     let real_ctx = |k: usize| (k >= cl && k < cl + tb.len()) || (k >= s.text && k < s.text + regions);
-    let m = &mut b.mask[bi * sq * sq..(bi + 1) * sq * sq];
+    write_mask(&mut b.mask[bi * sq * sq..(bi + 1) * sq * sq], sq, real_ctx, |q, k| (q < a.len()).then_some(k <= q));
+}
+
+/// Writes one sequence's [S, S] mask: `text(q, k)` says whether text row q attends to k (None: q
+/// is not a real text row); the real context (tags and regions, `ctx`) is seen by every real row
+/// and sees only itself; a padding row attends to itself alone (nobody reads it, and its softmax
+/// stays finite).
+pub fn write_mask(m: &mut [f32], sq: usize, ctx: impl Fn(usize) -> bool, text: impl Fn(usize, usize) -> Option<bool>) {
     for q in 0..sq {
         let row = &mut m[q * sq..(q + 1) * sq];
-        if q < a.len() {
-            for (k, x) in row.iter_mut().enumerate() {
-                *x = ((k <= q) || real_ctx(k)) as u32 as f32;
-            }
-        } else if real_ctx(q) {
-            for (k, x) in row.iter_mut().enumerate() {
-                *x = real_ctx(k) as u32 as f32;
-            }
-        } else {
-            // padding: nobody reads it; attending to itself keeps its softmax finite
-            row[q] = 1.0;
+        let own = text(q, q).is_some();
+        for (k, x) in row.iter_mut().enumerate() {
+            let on = match text(q, k) {
+                Some(t) => t || ctx(k),
+                None if !own && ctx(q) => ctx(k),
+                None => k == q && !own,
+            };
+            *x = on as u32 as f32;
         }
     }
 }
@@ -212,8 +216,12 @@ impl Task for Captioning<'_> {
 }
 
 /// The decode context of `copies` sequences of one image: its tags (with [SEP]) at positions
-/// `caption_len..`, padded to `tag_slots`, and its regions. Appends to `x`.
-pub fn push_context(x: &mut Context, lay: &CaptionLayout, tok: &Tok, tags: &[u32], img: &[f32], regions: usize, copies: usize) {
+/// `caption_len..`, padded to `tag_slots`, and its region features `img` ([r, d], cut or
+/// zero-padded to the layout's region slots). Appends to `x`.
+pub fn push_context(x: &mut Context, lay: &CaptionLayout, tok: &Tok, tags: &[u32], img: &[f32], d: usize, copies: usize) {
+    let regions = (img.len() / d).min(lay.regions);
+    let mut padded = vec![0f32; lay.regions * d];
+    padded[..regions * d].copy_from_slice(&img[..regions * d]);
     let ts = lay.tag_slots();
     let mut tb: Vec<u32> = tags[..tags.len().min(ts - 1)].to_vec();
     tb.push(tok.sep);
@@ -222,7 +230,7 @@ pub fn push_context(x: &mut Context, lay: &CaptionLayout, tok: &Tok, tags: &[u32
         x.tag_pos.extend((0..ts).map(|j| (lay.caption_len + j) as u32));
         x.valid.extend((0..ts).map(|j| (j < tb.len()) as u32 as f32));
         x.valid.extend((0..lay.regions).map(|k| (k < regions) as u32 as f32));
-        x.img.extend(img);
+        x.img.extend(&padded);
     }
 }
 

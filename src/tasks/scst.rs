@@ -108,12 +108,8 @@ impl<'a> Scst<'a> {
     fn context(&self, images: &[usize], copies: usize) -> (Context, Vec<Input>) {
         let inputs = crate::apps::caption::store_inputs(self.data, images, self.layout.regions);
         let mut x = Context { tag_ids: Vec::new(), tag_pos: Vec::new(), valid: Vec::new(), img: Vec::new() };
-        let d = self.data.feature_dim;
         for inp in &inputs {
-            let r = inp.regions.len() / d;
-            let mut img = vec![0f32; self.layout.regions * d];
-            img[..r * d].copy_from_slice(&inp.regions);
-            super::caption::push_context(&mut x, &self.layout, self.tok, &inp.tags, &img, r, copies);
+            super::caption::push_context(&mut x, &self.layout, self.tok, &inp.tags, &inp.regions, self.data.feature_dim, copies);
         }
         (x, inputs)
     }
@@ -178,28 +174,18 @@ pub fn write_teacher_forced(b: &mut Batch, s: &Shape, lay: &CaptionLayout, bi: u
         b.pos_ids.push(pos as u32);
     }
     let real_ctx = |k: usize| (k >= ctx0 && k < ctx0 + tb.len()) || (k >= s.text && k < s.text + regions);
-    let m = &mut b.mask[bi * sq * sq..(bi + 1) * sq * sq];
-    for q in 0..sq {
-        let row = &mut m[q * sq..(q + 1) * sq];
+    let text = |q: usize, k: usize| {
         if q < g && q < p {
-            // w_q: causal over the words, and the context
-            for (k, x) in row.iter_mut().enumerate() {
-                *x = ((k <= q) || real_ctx(k)) as u32 as f32;
-            }
+            // w_q: causal over the words
+            Some(k <= q)
         } else if q >= g && q < ctx0 && q - g < p {
-            // MASK_j, j = q - g + 1: the words before j, itself, the context
-            let j = q - g + 1;
-            for (k, x) in row.iter_mut().enumerate() {
-                *x = (k < j || k == q || real_ctx(k)) as u32 as f32;
-            }
-        } else if real_ctx(q) {
-            for (k, x) in row.iter_mut().enumerate() {
-                *x = real_ctx(k) as u32 as f32;
-            }
+            // MASK_j, j = q - g + 1: the words before j, and itself
+            Some(k < q - g + 1 || k == q)
         } else {
-            row[q] = 1.0;
+            None
         }
-    }
+    };
+    super::caption::write_mask(&mut b.mask[bi * sq * sq..(bi + 1) * sq * sq], sq, real_ctx, text);
     (0..p).map(|j| (bi * sq + g + j) as u32).collect()
 }
 
