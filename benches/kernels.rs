@@ -106,6 +106,21 @@ fn matmuls(c: &mut Criterion) {
     }
 }
 
+/// Few rows: a decode step (2 rows per sequence, beam 5) through Oscar-B's linears and the tiny
+/// and base vocabulary projections, on the 64 tile and on the small-M kernel side by side.
+fn matmuls_small_m(c: &mut Criterion) {
+    let cx = ctx();
+    let g = &cx.gpu;
+    for (label, m, n, k) in [("vocab tiny", 10, 30522, 64), ("qkv/out-proj", 10, 768, 768), ("ffn-up", 10, 3072, 768), ("vocab base", 10, 30522, 768)] {
+        for (tile, tname) in [(Tile::T64, "tile64"), (Tile::Small, "small")] {
+            let (a, b, cc) = (filled(g, m * k), filled(g, k * n), g.zeros("c", &[m * n], DType::F32).unwrap());
+            let d = MatmulDesc { tile, b: Layout::rm(n, k).t(), ..MatmulDesc::new(m, n, k) };
+            let disp = matmul(g, &d, &a, &b, &cc, None, None).unwrap();
+            bench_list(c, g, "matmul small M (elem = FLOP)", format!("{tname} {label} {m}x{n}x{k}"), Throughput::Elements(d.flops() as u64), vec![disp]);
+        }
+    }
+}
+
 fn attention(c: &mut Criterion) {
     let cx = ctx();
     let g = &cx.gpu;
@@ -162,5 +177,5 @@ fn rowwise(c: &mut Criterion) {
     bench_list(c, g, "cross_entropy_fwd_bwd (bytes)", format!("{lrows}x{vocab}"), Throughput::Bytes(12 * (lrows * vocab) as u64), list);
 }
 
-criterion_group!(benches, matmuls, attention, rowwise);
+criterion_group!(benches, matmuls, matmuls_small_m, attention, rowwise);
 criterion_main!(benches);

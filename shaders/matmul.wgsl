@@ -275,6 +275,103 @@ fn matmul128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     }
 }
 
+// matmul_small — the same contract for few rows: the decode step's 2 rows per sequence and the
+// masked rows' vocabulary projection, where the 64 tile would compute 64 rows for 2-16 real ones.
+// No workgroup memory and no barriers: thread x of a 64-thread workgroup owns an 8-row tile at
+// columns n0 + x + 64j, j < 4 (8 vec4 accumulators, one per row, over its 4 columns) and walks k
+// four at a time, reading its 4 B columns and the 8 A rows (the same for every thread of the
+// workgroup, so they come from cache) as vec4s along k: 16-byte loads through bindings 6/7 where
+// the launcher found the operand k-contiguous and aligned (A_VEC; BK_VEC for B = W^T, the Linear
+// layout), else scalars. Each A vec4 feeds 4 columns. On lavapipe each barrier costs about a
+// microsecond per 8 invocations, which made a staged version no faster than the 64 tile
+// (docs/performance.md). grid = (ceil(N/256), ceil(M/8), batch1*batch2). Auto picks it when its
+// padded work is at most half the 64 tile's (M <= 32 for wide N).
+override BK_VEC: bool = false;
+const TSM: u32 = 8u;
+
+fn a_k4(abase: u32, row: u32, k: u32, ke: u32) -> vec4<f32> {
+    if (A_VEC && row < p.m) { return round4(a4[(abase + row * p.a_rs + k) / 4u]); }
+    return vec4<f32>(load_a(abase, row, k, ke), load_a(abase, row, k + 1u, ke), load_a(abase, row, k + 2u, ke), load_a(abase, row, k + 3u, ke));
+}
+
+fn b_k4(bbase: u32, k: u32, col: u32, ke: u32) -> vec4<f32> {
+    if (BK_VEC) {
+        if (col < p.n) { return round4(b4[(bbase + k + col * p.b_cs) / 4u]); }
+        return vec4<f32>(0.0);
+    }
+    return vec4<f32>(load_b(bbase, k, col, ke), load_b(bbase, k + 1u, col, ke), load_b(bbase, k + 2u, col, ke), load_b(bbase, k + 3u, col, ke));
+}
+
+// row r's contribution over 4 k to the thread's 4 columns
+fn dot4(a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let sp = split(wid.z);
+    let m0 = wid.y * TSM;
+    let c0 = wid.x * 256u + lid.x;
+    if (c0 >= p.n) { return; }
+    let ab = sp.abase;
+    let bb = sp.bbase;
+    let ke = sp.ke;
+    let two = p.m - m0 > 4u;
+    var r0 = vec4<f32>(0.0); var r1 = vec4<f32>(0.0); var r2 = vec4<f32>(0.0); var r3 = vec4<f32>(0.0);
+    var r4 = vec4<f32>(0.0); var r5 = vec4<f32>(0.0); var r6 = vec4<f32>(0.0); var r7 = vec4<f32>(0.0);
+    var k = sp.kb;
+    loop {
+        if (k >= ke) { break; }
+        if (k % 4u == 0u && k + 3u < ke) {
+            let b0 = b_k4(bb, k, c0, ke);
+            let b1 = b_k4(bb, k, c0 + 64u, ke);
+            let b2 = b_k4(bb, k, c0 + 128u, ke);
+            let b3 = b_k4(bb, k, c0 + 192u, ke);
+            r0 += dot4(a_k4(ab, m0, k, ke), b0, b1, b2, b3);
+            r1 += dot4(a_k4(ab, m0 + 1u, k, ke), b0, b1, b2, b3);
+            r2 += dot4(a_k4(ab, m0 + 2u, k, ke), b0, b1, b2, b3);
+            r3 += dot4(a_k4(ab, m0 + 3u, k, ke), b0, b1, b2, b3);
+            if (two) {
+                r4 += dot4(a_k4(ab, m0 + 4u, k, ke), b0, b1, b2, b3);
+                r5 += dot4(a_k4(ab, m0 + 5u, k, ke), b0, b1, b2, b3);
+                r6 += dot4(a_k4(ab, m0 + 6u, k, ke), b0, b1, b2, b3);
+                r7 += dot4(a_k4(ab, m0 + 7u, k, ke), b0, b1, b2, b3);
+            }
+            k += 4u;
+        } else {
+            let bs = vec4<f32>(load_b(bb, k, c0, ke), load_b(bb, k, c0 + 64u, ke), load_b(bb, k, c0 + 128u, ke), load_b(bb, k, c0 + 192u, ke));
+            r0 += load_a(ab, m0, k, ke) * bs;
+            r1 += load_a(ab, m0 + 1u, k, ke) * bs;
+            r2 += load_a(ab, m0 + 2u, k, ke) * bs;
+            r3 += load_a(ab, m0 + 3u, k, ke) * bs;
+            if (two) {
+                r4 += load_a(ab, m0 + 4u, k, ke) * bs;
+                r5 += load_a(ab, m0 + 5u, k, ke) * bs;
+                r6 += load_a(ab, m0 + 6u, k, ke) * bs;
+                r7 += load_a(ab, m0 + 7u, k, ke) * bs;
+            }
+            k += 1u;
+        }
+    }
+    let rows = array<vec4<f32>, 8>(r0, r1, r2, r3, r4, r5, r6, r7);
+    for (var i = 0u; i < TSM; i++) {
+        let row = m0 + i;
+        if (row >= p.m) { return; }
+        for (var j = 0u; j < 4u; j++) {
+            let col = c0 + 64u * j;
+            if (col >= p.n) { continue; }
+            let ci = sp.cbase + row * p.c_rs + col;
+            var v = p.alpha * rows[i][j];
+            if (p.k_chunk != 0u) { c[p.c_off + ci] = v; continue; }
+            if (HAS_BIAS) { v += bias[p.bias_off + col]; }
+            if (STORE_PRE) { pre[p.pre_off + ci] = v; }
+            if (ACT == 1u) { v = gelu_f32(v); } else if (ACT == 2u) { v = tanh_f32(v); }
+            if (p.beta != 0.0) { v += p.beta * c[p.c_off + ci]; }
+            c[p.c_off + ci] = v;
+        }
+    }
+}
+
 // splitk_reduce — C = sum over the `splits` slices of the scratch (bound as `a`, [splits, m, n])
 // with the usual epilogue (bias, pre, activation, beta). One thread per element of C, 256 per
 // workgroup, grid = grid(ceil(m*n / 256)).

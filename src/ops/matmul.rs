@@ -6,15 +6,29 @@ use crate::ensure_shape;
 use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, Tensor};
 use crate::Result;
 
-/// Which kernel: `T64` (64x64 tile, 4x4 per thread) or `T128` (128x128, 8x8 per thread, for large
-/// M and N). `Auto` takes T128 unless padding to it costs more than 15 % over the 64 tile's padded
-/// work: on lavapipe the 128 tile does 1.10-1.21x the 64 tile's FLOP/s on full tiles (docs/performance.md,
-/// kernel table). On GPUs the 8x8 tile should gain more; tools/gpu_session.sh measures both.
+/// Which kernel: `T64` (64x64 tile, 4x4 per thread), `T128` (128x128, 8x8 per thread, for large
+/// M and N) or `Small` (8x256, 8x4 per thread, no workgroup memory, for few rows). `Auto` takes Small when its padded
+/// work is at most half the 64 tile's (decode steps, masked-row heads: M <= 32), else T128 unless
+/// padding to it costs more than 15 % over the 64 tile's padded work: on lavapipe the 128 tile
+/// does 1.10-1.21x the 64 tile's FLOP/s on full tiles (docs/performance.md, kernel table). On GPUs
+/// the 8x8 tile should gain more; tools/gpu_session.sh measures both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tile {
     Auto,
     T64,
     T128,
+    Small,
+}
+
+impl Tile {
+    /// (entry point, tile rows, tile columns)
+    fn kernel(self) -> (&'static str, usize, usize) {
+        match self {
+            Tile::T128 => ("matmul128", 128, 128),
+            Tile::Small => ("matmul_small", 8, 256),
+            _ => ("matmul", 64, 64),
+        }
+    }
 }
 
 /// What the products are computed in. `F16`: A and B rounded to f16, products accumulated in f32
@@ -105,8 +119,10 @@ impl MatmulDesc {
     }
     /// The kernel `matmul` will use.
     pub fn chosen_tile(&self) -> Tile {
+        let p64 = padded(self.m, self.n, 64, 64);
         match self.tile {
-            Tile::Auto if 100 * padded(self.m, self.n, 128) <= 115 * padded(self.m, self.n, 64) => Tile::T128,
+            Tile::Auto if 2 * padded(self.m, self.n, 8, 256) <= p64 => Tile::Small,
+            Tile::Auto if 100 * padded(self.m, self.n, 128, 128) <= 115 * p64 => Tile::T128,
             Tile::Auto => Tile::T64,
             t => t,
         }
@@ -116,8 +132,8 @@ impl MatmulDesc {
     }
 }
 
-fn padded(m: usize, n: usize, tile: usize) -> usize {
-    m.div_ceil(tile) * n.div_ceil(tile) * tile * tile
+fn padded(m: usize, n: usize, tm: usize, tn: usize) -> usize {
+    m.div_ceil(tm) * n.div_ceil(tn) * tm * tn
 }
 
 #[repr(C)]
@@ -180,12 +196,22 @@ const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::
 
 /// matmul128's 16-byte loads need the operand contiguous along the loaded dimension (k for A, n
 /// for B), every vec4 aligned (offset, row stride and batch strides multiples of 4) and a buffer
-/// of at least one vec4. Returns the spec and what to bind at 6 and 7 (a dummy when unused).
+/// of at least one vec4; matmul_small's load both operands along k (B = W^T: b_rs = 1). Returns
+/// the spec and what to bind at 6 and 7 (a dummy when unused).
 fn vec_loads<'t>(gpu: &'t Gpu, spec: KernelSpec, tile: Tile, p: &Params, a: &'t Tensor, b: &'t Tensor) -> (KernelSpec, &'t Tensor, &'t Tensor) {
-    let ok = |t: &Tensor, cs: u32, strides: [u32; 4]| tile == Tile::T128 && cs == 1 && t.buf.size() >= 16 && strides.iter().all(|x| x % 4 == 0);
-    let av = ok(a, p.a_cs, [p.a_off, p.a_rs, p.a_bs1, p.a_bs2]);
-    let bv = ok(b, p.b_cs, [p.b_off, p.b_rs, p.b_bs1, p.b_bs2]);
-    let spec = if tile == Tile::T128 { spec.constant("A_VEC", av as u32 as f64).constant("B_VEC", bv as u32 as f64) } else { spec };
+    let ok = |t: &Tensor, unit: u32, strides: [u32; 4]| unit == 1 && t.buf.size() >= 16 && strides.iter().all(|x| x % 4 == 0);
+    let av = matches!(tile, Tile::T128 | Tile::Small) && ok(a, p.a_cs, [p.a_off, p.a_rs, p.a_bs1, p.a_bs2]);
+    let (spec, bv) = match tile {
+        Tile::T128 => {
+            let bv = ok(b, p.b_cs, [p.b_off, p.b_rs, p.b_bs1, p.b_bs2]);
+            (spec.constant("A_VEC", av as u32 as f64).constant("B_VEC", bv as u32 as f64), bv)
+        }
+        Tile::Small => {
+            let bv = ok(b, p.b_rs, [p.b_off, p.b_cs, p.b_bs1, p.b_bs2]);
+            (spec.constant("A_VEC", av as u32 as f64).constant("BK_VEC", bv as u32 as f64), bv)
+        }
+        _ => (spec, false),
+    };
     (spec, if av { a } else { gpu.dummy_read() }, if bv { b } else { gpu.dummy_read() })
 }
 
@@ -199,8 +225,8 @@ pub fn matmul(gpu: &Gpu, d: &MatmulDesc, a: &Tensor, b: &Tensor, c: &Tensor, bia
 /// slices make about 128 workgroups (an H200 has 132 SMs; lavapipe needs far fewer but loses little),
 /// at least 512 of K per slice, and 1 for batched problems or short K.
 pub fn split_count(d: &MatmulDesc) -> usize {
-    let t = if d.chosen_tile() == Tile::T128 { 128 } else { 64 };
-    let tiles = d.m.div_ceil(t) * d.n.div_ceil(t);
+    let (_, tm, tn) = d.chosen_tile().kernel();
+    let tiles = d.m.div_ceil(tm) * d.n.div_ceil(tn);
     if d.batch != [1, 1] || tiles >= 64 || d.k < 1024 {
         return 1;
     }
@@ -251,12 +277,12 @@ pub fn matmul_split(
     p.c_rs = u(d.n);
     p.c_bs1 = u(d.m * d.n);
     p.beta = 0.0;
-    let (entry, tile) = if d.chosen_tile() == Tile::T128 { ("matmul128", 128) } else { ("matmul", 64) };
+    let (entry, tm, tn) = d.chosen_tile().kernel();
     let mut spec = KernelSpec::new("matmul", entry, BINDS);
     if d.precision == Precision::F16 {
         spec = spec.constant("ROUND_F16", 1.0);
     }
-    let groups = [u(d.n.div_ceil(tile)), u(d.m.div_ceil(tile)), u(splits)];
+    let groups = [u(d.n.div_ceil(tn)), u(d.m.div_ceil(tm)), u(splits)];
     let (dr, dw) = (gpu.dummy_read(), gpu.dummy_write());
     let bytes = 4.0 * (d.m * d.k + d.k * d.n + splits * d.m * d.n) as f64;
     let (spec, a4, b4) = vec_loads(gpu, spec, d.chosen_tile(), &p, a, b);
@@ -333,16 +359,12 @@ pub(crate) fn build(
     check(d, a, b, c, bias, pre)?;
     let u = |x: usize| x as u32;
     let p = full_params(d, a, b, c, bias, pre);
-    let (shader, entry, tile) = match d.chosen_tile() {
-        _ if coop => ("matmul_coop", "matmul_coop", 64),
-        Tile::T128 => ("matmul", "matmul128", 128),
-        _ => ("matmul", "matmul", 64),
-    };
+    let (shader, (entry, tm, tn)) = if coop { ("matmul_coop", ("matmul_coop", 64, 64)) } else { ("matmul", d.chosen_tile().kernel()) };
     let mut spec = epilogue(KernelSpec::new(shader, entry, BINDS), d, bias, pre);
     if d.precision == Precision::F16 && !coop {
         spec = spec.constant("ROUND_F16", 1.0);
     }
-    let groups = [u(d.n.div_ceil(tile)), u(d.m.div_ceil(tile)), u(d.batch[0] * d.batch[1])];
+    let groups = [u(d.n.div_ceil(tn)), u(d.m.div_ceil(tm)), u(d.batch[0] * d.batch[1])];
     let bias = bias.unwrap_or(gpu.dummy_read());
     let pre = pre.unwrap_or(gpu.dummy_write());
     let bytes = 4.0 * (d.m * d.k + d.k * d.n + d.m * d.n) as f64 * (d.batch[0] * d.batch[1]) as f64;
@@ -515,8 +537,8 @@ mod tests {
     use crate::ops::testutil::*;
 
     fn run_case(d: &MatmulDesc, alen: usize, blen: usize, clen: usize, bias: bool, pre: bool, seed: u64) {
-        // every case on both kernels: the 64x64 one is the oracle the 128x128 one must match
-        for tile in [Tile::T64, Tile::T128] {
+        // every case on every kernel: the 64x64 one is the oracle the others must match
+        for tile in [Tile::T64, Tile::T128, Tile::Small] {
             run_tile(gpu(), &MatmulDesc { tile, ..*d }, alen, blen, clen, bias, pre, seed);
         }
     }
@@ -569,8 +591,15 @@ mod tests {
         // operands, and the full epilogue (bias, pre, GELU, beta) applied once, in the reduce
         let g = gpu();
         let mut r = Rng::new(91);
-        for (i, &(m, n, k, splits, tile)) in
-            [(80, 64, 3001, 7, Tile::T128), (7, 33, 1030, 3, Tile::T64), (130, 65, 700, 5, Tile::T128), (1, 1, 64, 2, Tile::T64)].iter().enumerate()
+        for (i, &(m, n, k, splits, tile)) in [
+            (80, 64, 3001, 7, Tile::T128),
+            (7, 33, 1030, 3, Tile::T64),
+            (130, 65, 700, 5, Tile::T128),
+            (1, 1, 64, 2, Tile::T64),
+            (10, 300, 2000, 4, Tile::Small),
+        ]
+        .iter()
+        .enumerate()
         {
             let mut d = MatmulDesc { tile, act: Act::Gelu, beta: 1.0, bias_off: Some(2), pre_off: Some(0), ..MatmulDesc::new(m, n, k) };
             if i % 2 == 0 {
@@ -619,6 +648,19 @@ mod tests {
     }
 
     #[test]
+    fn auto_picks_the_small_tile_for_few_rows_only() {
+        // the decode step (2 rows per sequence) and the masked rows' vocabulary projection take the
+        // 8x128 tile; a training step's rows do not
+        let pick = |m, n, k| MatmulDesc::new(m, n, k).chosen_tile();
+        assert_eq!(pick(10, 30522, 64), Tile::Small);
+        assert_eq!(pick(32, 768, 768), Tile::Small);
+        assert_ne!(pick(80, 30522, 64), Tile::Small);
+        assert_eq!(pick(1280, 768, 768), Tile::T128);
+        // a split-K count is computed over the small tile's 8-row tiles
+        assert!(split_count(&MatmulDesc::new(10, 64, 30522)) > 1);
+    }
+
+    #[test]
     fn vec4_loads_match_cpu() {
         // matmul128 reads A (k-contiguous) and B (n-contiguous) as vec4s when offsets and strides
         // are multiples of 4: full tiles, ragged edges in m/n, k not a multiple of 4 inside a row
@@ -656,7 +698,7 @@ mod tests {
         let g = gpu_trusted();
         assert!(!g.shader_checks);
         for (i, &(m, n, k)) in [(7, 33, 129), (130, 257, 9)].iter().enumerate() {
-            for tile in [Tile::T64, Tile::T128] {
+            for tile in [Tile::T64, Tile::T128, Tile::Small] {
                 let mut d = MatmulDesc { tile, ..MatmulDesc::new(m, n, k) };
                 d.b = Layout::rm(n, k).t();
                 d.act = Act::Gelu;
@@ -675,7 +717,7 @@ mod tests {
         let mut r = Rng::new(77);
         let (av, bv) = (r.vec(m * k, 1.0), r.vec(k * n, 1.0));
         let round = |v: &[f32]| v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect::<Vec<_>>();
-        for tile in [Tile::T64, Tile::T128] {
+        for tile in [Tile::T64, Tile::T128, Tile::Small] {
             let d = MatmulDesc { b: Layout::rm(n, k).t(), tile, precision: Precision::F16, ..MatmulDesc::new(m, n, k) };
             let (at, bt) = (g.upload_f32("a", &[m * k], &av).unwrap(), g.upload_f32("b", &[k * n], &bv).unwrap());
             let ct = g.zeros("c", &[m * n], crate::gpu::DType::F32).unwrap();
