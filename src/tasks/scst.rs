@@ -29,6 +29,15 @@ use crate::util::Rng;
 use crate::{Error, Result};
 use std::cell::RefCell;
 
+/// The words the reward scores: the caption's PTB tokens and a final "<eos>", as Oscar's
+/// `ScstRewardCriterion._wrap_sentence` ends every candidate and reference (after dropping a final
+/// period) before CIDEr-D, so a caption is also rewarded for ending where the references do.
+fn reward_tokens(s: &str) -> Vec<String> {
+    let mut t = tokenize(s);
+    t.push("<eos>".into());
+    t
+}
+
 pub struct Scst<'a> {
     pub data: &'a PretrainData,
     pub tok: &'a Tok,
@@ -70,7 +79,7 @@ impl<'a> Scst<'a> {
             return Err(Error::Other(format!("--scst-max-gen-length {max_gen_length}: must be in 2..={} (--caption-len)", layout.caption_len)));
         }
         let refs: Vec<Vec<Vec<String>>> =
-            data.ids.iter().map(|id| texts.get(id).map(|v| v.iter().map(|c| tokenize(c)).collect()).unwrap_or_default()).collect();
+            data.ids.iter().map(|id| texts.get(id).map(|v| v.iter().map(|c| reward_tokens(c)).collect()).unwrap_or_default()).collect();
         let with = |split: &str| -> Vec<usize> { (0..data.images.len()).filter(|&i| data.images[i].1 == split && !refs[i].is_empty()).collect() };
         let (train_images, val_images) = (with("train"), with("val"));
         if train_images.is_empty() {
@@ -115,7 +124,7 @@ impl<'a> Scst<'a> {
     }
 
     fn reward(&self, im: usize, h: &Hypothesis) -> Result<f64> {
-        Ok(self.cider.score(&tokenize(&self.tok.decode(&h.tokens)?), &self.refs[im]))
+        Ok(self.cider.score(&reward_tokens(&self.tok.decode(&h.tokens)?), &self.refs[im]))
     }
 
     /// The predicted tokens of a hypothesis: its words, and [SEP] when it was produced.
@@ -292,5 +301,21 @@ impl Scst<'_> {
             s += self.reward(im, h)?;
         }
         Ok(Some(s / ims.len() as f64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reward_words_end_with_eos_as_oscars_wrap_sentence() {
+        assert_eq!(reward_tokens("A red cube sits alone."), ["a", "red", "cube", "sits", "alone", "<eos>"]);
+        // the "<eos>" n-grams reward stopping where a reference stops: running on past "alone"
+        // scores less than stopping there
+        let refs: Vec<Vec<String>> = ["a red cube sits alone.", "a blue ball sits alone in the picture."].iter().map(|r| reward_tokens(r)).collect();
+        let cider = CiderD::new(&[refs.clone(), vec![reward_tokens("a dog and a cat.")]]);
+        let (stop, run_on) = (cider.score(&reward_tokens("a red cube sits alone"), &refs), cider.score(&reward_tokens("a red cube sits alone in"), &refs));
+        assert!(stop > run_on, "{stop} vs {run_on}");
     }
 }
