@@ -154,6 +154,9 @@ struct SynthArgs {
     /// Region feature width: 2048-d appearance + 6 box numbers by default, as Oscar's.
     #[arg(long, default_value_t = 2054)]
     feature_dim: usize,
+    /// Object classes, the first N of the world's 12 (fewer: words bind to tags in fewer steps).
+    #[arg(long, default_value_t = 12)]
+    classes: usize,
 }
 
 #[derive(clap::Args)]
@@ -309,7 +312,7 @@ fn bench(opts: &GpuOptions, c: BenchCli) -> Result<()> {
 
 fn synth(a: SynthArgs) -> Result<()> {
     use vlp_engine::data::{store, synth, Tok};
-    let w = synth::generate(a.images, a.seed, a.feature_dim)?;
+    let w = synth::generate_with_classes(a.images, a.seed, a.feature_dim, a.classes)?;
     let tok = Tok::train(&w.corpus(), 1000)?;
     store::write_world(&a.out, &w, &tok)?;
     println!(

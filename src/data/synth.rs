@@ -143,6 +143,17 @@ fn caption(r: &mut Rng, objs: &[Object]) -> String {
 
 /// Generates `n` images with features of width `feature_dim` (the last 6 are the box numbers).
 pub fn generate(n: usize, seed: u64, feature_dim: usize) -> crate::Result<World> {
+    generate_with_classes(n, seed, feature_dim, CLASSES.len())
+}
+
+/// `generate` over the first `classes` object classes only: a world where every question, caption
+/// and statement is about fewer kinds of object, so binding a word to its tag or region is learned
+/// from fewer examples (docs/finetuning-log.md: 4 classes need about a tenth of 12's).
+pub fn generate_with_classes(n: usize, seed: u64, feature_dim: usize, classes: usize) -> crate::Result<World> {
+    if !(2..=CLASSES.len()).contains(&classes) {
+        return Err(crate::Error::Other(format!("synthetic world: {classes} classes; it has 2 to {}", CLASSES.len())));
+    }
+    let kinds = &CLASSES[..classes];
     if feature_dim <= 6 {
         return Err(crate::Error::Other(format!("synthetic world: feature dim {feature_dim} leaves no room before the 6 box numbers (need > 6)")));
     }
@@ -178,7 +189,7 @@ pub fn generate(n: usize, seed: u64, feature_dim: usize) -> crate::Result<World>
                 };
                 let (x, y) = (r.uniform() * (W - w), r.uniform() * (H - h));
                 Object {
-                    class: pick(&mut r, CLASSES).into(),
+                    class: pick(&mut r, kinds).into(),
                     color: pick(&mut r, COLORS).into(),
                     size: size.into(),
                     material: pick(&mut r, MATERIALS).into(),
@@ -203,17 +214,17 @@ pub fn generate(n: usize, seed: u64, feature_dim: usize) -> crate::Result<World>
             if u < 0.1 {
                 continue;
             }
-            tags.push(if u < 0.2 { pick(&mut r, CLASSES).to_string() } else { o.class.clone() });
+            tags.push(if u < 0.2 { pick(&mut r, kinds).to_string() } else { o.class.clone() });
         }
         if r.uniform() < 0.15 {
-            tags.push(pick(&mut r, CLASSES).to_string());
+            tags.push(pick(&mut r, kinds).to_string());
         }
         for _ in 0..5 {
             captions.push(Caption { image_id: id.clone(), caption: caption(&mut r, &objects) });
         }
         let o = &objects[r.below(k)];
         questions.push(Question { image_id: id.clone(), question: format!("what color is the {}?", noun(&mut r, &o.class)), answer: o.color.clone() });
-        let c = pick(&mut r, CLASSES);
+        let c = pick(&mut r, kinds);
         let count = objects.iter().filter(|x| x.class == c).count();
         questions.push(Question { image_id: id.clone(), question: format!("how many {c}s are there?"), answer: count.to_string() });
         questions.push(Question { image_id: id.clone(), question: format!("is there a {c}?"), answer: if count > 0 { "yes" } else { "no" }.into() });
@@ -226,7 +237,7 @@ pub fn generate(n: usize, seed: u64, feature_dim: usize) -> crate::Result<World>
         if images[i].split != images[j].split {
             continue;
         }
-        let c = pick(&mut r, CLASSES);
+        let c = pick(&mut r, kinds);
         let (a, b) = (images[i].objects.iter().filter(|o| o.class == c).count(), images[j].objects.iter().filter(|o| o.class == c).count());
         let (st, label) = if r.uniform() < 0.5 {
             (format!("the left image has more {c}s than the right image."), a > b)
@@ -273,5 +284,12 @@ mod tests {
         // captions use synonyms the tags never contain
         assert!(a.captions.iter().any(|c| SYNONYMS.iter().any(|(_, s)| c.caption.contains(s))));
         assert!(!a.images.iter().any(|i| SYNONYMS.iter().any(|(_, s)| i.tags.split(' ').any(|t| t == *s))));
+        // fewer classes: objects, tags and questions use only the first ones; the default is all 12
+        let f = generate_with_classes(60, 7, 38, 4).unwrap();
+        assert!(f.images.iter().all(|i| i.objects.iter().all(|o| CLASSES[..4].contains(&o.class.as_str()))));
+        assert!(f.images.iter().all(|i| i.tags.split(' ').all(|t| CLASSES[..4].contains(&t))));
+        assert!(f.statements.iter().all(|s| CLASSES[..4].iter().any(|c| s.statement.contains(c))));
+        assert_eq!(generate_with_classes(30, 7, 38, CLASSES.len()).unwrap().images, a.images);
+        assert!(generate_with_classes(30, 7, 38, 1).is_err() && generate_with_classes(30, 7, 38, 13).is_err());
     }
 }

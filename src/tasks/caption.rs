@@ -109,10 +109,16 @@ pub fn write_mask(m: &mut [f32], sq: usize, ctx: impl Fn(usize) -> bool, text: i
 
 /// Chooses the masked caption positions of a `[CLS] caption [SEP]` segment of length `la` and
 /// corrupts `ids` in place (80 % [MASK], 10 % a random id, 10 % kept); returns (position, label).
-pub fn mask_caption(ids: &mut [u32], la: usize, mask: u32, vocab: usize, rng: &mut Rng) -> Vec<(usize, u32)> {
+/// Positions whose token is in `first` (object-aware masking: the image's tag words) are taken
+/// before the others; with `first` empty the choice is Oscar's, uniform.
+pub fn mask_caption(ids: &mut [u32], la: usize, mask: u32, vocab: usize, first: &[u32], rng: &mut Rng) -> Vec<(usize, u32)> {
     let n = ((0.15 * la as f64).round() as usize).clamp(1, MAX_MASKED).min(la - 1);
     let mut cand: Vec<usize> = (1..la).collect();
     rng.shuffle(&mut cand);
+    if !first.is_empty() {
+        // stable: the preferred positions in their shuffled order, then the rest in theirs
+        cand.sort_by_key(|&t| !first.contains(&ids[t]));
+    }
     let mut out: Vec<(usize, u32)> = cand[..n].iter().map(|&t| (t, ids[t])).collect();
     out.sort();
     for &(t, _) in &out {
@@ -134,6 +140,8 @@ pub struct Captioning<'a> {
     pub layout: CaptionLayout,
     pub smoothing: f32,
     pub vocab: usize,
+    /// Share of examples masked object-aware (`mask_caption`'s `first` = the image's tag words).
+    pub tag_words: f32,
 }
 
 impl<'a> Captioning<'a> {
@@ -146,10 +154,20 @@ impl<'a> Captioning<'a> {
         if train_pool.is_empty() {
             return Err(Error::Other("the data has no captions in split 'train'".into()));
         }
-        Ok(Captioning { data, tok, train_pool, val_pool: data.split("val"), batch, layout, smoothing, vocab })
+        Ok(Captioning { data, tok, train_pool, val_pool: data.split("val"), batch, layout, smoothing, vocab, tag_words: 0.0 })
     }
 
-    fn batch_from(&self, pool: &[usize], rng: &mut Rng) -> Batch {
+    /// `--mask-tag-words`: the share of training captions masked object-aware.
+    pub fn mask_tag_words(mut self, share: f32) -> Result<Self> {
+        if !(0.0..=1.0).contains(&share) {
+            return Err(Error::Other(format!("--mask-tag-words {share} must be in [0, 1]")));
+        }
+        self.tag_words = share;
+        Ok(self)
+    }
+
+    /// A batch from `pool`; `tag_words` of its captions masked object-aware (validation: 0, Oscar's).
+    fn batch_from(&self, pool: &[usize], tag_words: f32, rng: &mut Rng) -> Batch {
         let s = self.layout.shape(self.batch);
         let d = self.data.feature_dim;
         let mut b = Batch { img: vec![0.0; s.batch * s.regions * d], mask: vec![0.0; s.mask_len()], ..Default::default() };
@@ -158,7 +176,8 @@ impl<'a> Captioning<'a> {
             let (im, ref cap) = self.data.captions[pool[rng.below(pool.len())]];
             let (mut a, tb) = self.layout.segments(self.tok, cap, &self.data.images[im].0);
             let la = a.len();
-            for (t, y) in mask_caption(&mut a, la, self.tok.mask, self.vocab, rng) {
+            let first: &[u32] = if tag_words > 0.0 && rng.uniform() < tag_words { &self.data.images[im].0 } else { &[] };
+            for (t, y) in mask_caption(&mut a, la, self.tok.mask, self.vocab, first, rng) {
                 positions.push((bi * s.seq() + t) as u32);
                 labels.push(y as i32);
             }
@@ -183,29 +202,43 @@ impl Task for Captioning<'_> {
         self.layout.shape(self.batch)
     }
     fn train_batch(&self, rng: &mut Rng) -> Result<Batch> {
-        Ok(self.batch_from(&self.train_pool, rng))
+        Ok(self.batch_from(&self.train_pool, self.tag_words, rng))
     }
     fn eval_shape(&self) -> Option<Shape> {
         (!self.val_pool.is_empty()).then(|| self.layout.shape(self.batch))
     }
     fn evaluate(&self, gpu: &Gpu, c: &Config, step: &Step, seed: u64, batches: usize) -> Result<Vec<(String, f32)>> {
         let HeadActs::Pretrain(acts) = &step.head_acts else { return Err(Error::Other("caption evaluation needs the caption LM head".into())) };
-        let (mut loss, mut ok, mut n) = (0f64, 0usize, 0usize);
+        // val_tag_word_acc: accuracy on the masked words that are also one of the image's tags
+        // (object words the captioner can copy from the tag segment; chance is about 1 / classes)
+        let (mut loss, mut ok, mut n, mut tag_ok, mut tag_n) = (0f64, 0usize, 0usize, 0usize, 0usize);
+        let s = self.layout.shape(self.batch);
         for i in 0..batches.max(1) {
-            let b = self.batch_from(&self.val_pool, &mut Rng::new(mix(seed, 0xCA97, i as u64)));
+            let b = self.batch_from(&self.val_pool, 0.0, &mut Rng::new(mix(seed, 0xCA97, i as u64)));
             step.upload(gpu, c, &b)?;
             gpu.run(&step.forward)?;
             loss += gpu.read_f32(step.losses())?[2] as f64;
-            let Labels::Masked { labels, .. } = &b.labels else { unreachable!() };
+            let Labels::Masked { labels, positions, .. } = &b.labels else { unreachable!() };
             let logits = gpu.read_f32(&acts.mlm_logits)?;
-            for (row, &y) in logits.chunks(c.vocab_size).zip(labels) {
+            for ((row, &y), &p) in logits.chunks(c.vocab_size).zip(labels).zip(positions) {
                 if y >= 0 {
+                    let hit = (crate::model::heads::argmax(row) == y as usize) as usize;
                     n += 1;
-                    ok += (crate::model::heads::argmax(row) == y as usize) as usize;
+                    ok += hit;
+                    let base = p as usize / s.seq() * s.text;
+                    let tags = &b.input_ids[base + self.layout.caption_len..base + self.layout.text_len];
+                    if y as u32 != self.tok.sep && tags.contains(&(y as u32)) {
+                        tag_n += 1;
+                        tag_ok += hit;
+                    }
                 }
             }
         }
-        Ok(vec![("val_loss".into(), (loss / batches.max(1) as f64) as f32), ("val_token_acc".into(), ok as f32 / n.max(1) as f32)])
+        Ok(vec![
+            ("val_loss".into(), (loss / batches.max(1) as f64) as f32),
+            ("val_token_acc".into(), ok as f32 / n.max(1) as f32),
+            ("val_tag_word_acc".into(), tag_ok as f32 / tag_n.max(1) as f32),
+        ])
     }
     fn title(&self) -> &'static str {
         "Oscar caption fine-tuning"
@@ -239,12 +272,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn object_aware_masking_takes_the_tag_words_first() {
+        // [CLS] a red cube is left of a ball [SEP] with tags {cube, ball}: 2 masked (15 % of 10),
+        // always the two tag words; without `first` they are chosen as often as any other word
+        let ids = [2u32, 10, 11, 12, 13, 14, 15, 10, 16, 3];
+        let mut r = Rng::new(5);
+        for _ in 0..50 {
+            let m = mask_caption(&mut ids.clone(), 10, 4, 50, &[12, 16], &mut r);
+            assert_eq!(m.iter().map(|p| p.1).collect::<Vec<_>>(), [12, 16], "{m:?}");
+        }
+        let hits = (0..400).filter(|_| mask_caption(&mut ids.clone(), 10, 4, 50, &[], &mut r).iter().any(|p| p.1 == 12)).count();
+        assert!((50..130).contains(&hits), "uniform: the cube is masked in {hits} of 400 (expect 2/9 of them)");
+    }
+
+    #[test]
     fn masking_follows_oscar_counts_and_never_touches_cls() {
         let mut r = Rng::new(1);
         for la in [3usize, 5, 10, 17, 30] {
             for _ in 0..50 {
                 let mut ids: Vec<u32> = (100..100 + la as u32).collect();
-                let m = mask_caption(&mut ids, la, 4, 50, &mut r);
+                let m = mask_caption(&mut ids, la, 4, 50, &[], &mut r);
                 let want = ((0.15 * la as f64).round() as usize).clamp(1, 3);
                 assert_eq!(m.len(), want, "length {la}");
                 assert!(m.iter().all(|&(t, y)| t >= 1 && t < la && y == 100 + t as u32));
@@ -252,7 +299,7 @@ mod tests {
             }
         }
         // the final [SEP] is a candidate: over many draws of a 3-token caption it gets chosen
-        let hits = (0..200).filter(|_| mask_caption(&mut [2, 9, 3], 3, 4, 50, &mut r).iter().any(|&(t, _)| t == 2)).count();
+        let hits = (0..200).filter(|_| mask_caption(&mut [2, 9, 3], 3, 4, 50, &[], &mut r).iter().any(|&(t, _)| t == 2)).count();
         assert!(hits > 50 && hits < 150, "[SEP] chosen {hits} of 200 times");
     }
 

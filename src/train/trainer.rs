@@ -94,6 +94,7 @@ pub fn run_flags(a: &TrainArgs) -> Vec<(&'static str, String)> {
     if a.task == "caption" {
         flags.push(("--caption-len", a.caption_len.to_string()));
         flags.push(("--label-smoothing", a.label_smoothing.to_string()));
+        flags.push(("--mask-tag-words", a.mask_tag_words.to_string()));
         flags.push(("--scst", a.scst.to_string()));
         if a.scst {
             flags.push(("--scst-samples", a.scst_samples.to_string()));
@@ -182,7 +183,10 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
                 let texts = crate::data::store::caption_texts(&data_dir)?;
                 Box::new(tasks::scst::Scst::new(&data, &tok, &texts, layout, a.batch_size, a.scst_samples, a.scst_max_gen_length)?)
             } else {
-                Box::new(tasks::caption::Captioning::new(&data, &tok, a.batch_size, layout, a.label_smoothing, cfg_vocab(preset, &cfg, &tok))?)
+                Box::new(
+                    tasks::caption::Captioning::new(&data, &tok, a.batch_size, layout, a.label_smoothing, cfg_vocab(preset, &cfg, &tok))?
+                        .mask_tag_words(a.mask_tag_words)?,
+                )
             }
         }
         t => return Err(Error::Other(format!("--task {t}: expected pretrain, retrieval, vqa, gqa, nlvr2 or caption"))),
