@@ -66,6 +66,13 @@ fn a_tiny_captioner_trains_decodes_scores_and_runs_self_critical_steps() {
     let acc: Vec<f64> =
         metrics.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().get("val_token_acc").and_then(|v| v.as_f64())).collect();
     assert_eq!(acc.len(), 4, "validated every 40 steps: {metrics}");
+    // the grounding diagnostic: accuracy on the masked words that are one of the image's tags
+    let tag_acc: Vec<f64> =
+        metrics.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().get("val_tag_word_acc").and_then(|v| v.as_f64())).collect();
+    assert!(tag_acc.len() == 4 && tag_acc.iter().all(|v| (0.0..=1.0).contains(v)), "{metrics}");
+    // object-aware masking is a share of the captions: outside [0, 1] is an error naming the flag
+    let e = train(&gpu, &TrainArgs { mask_tag_words: 1.5, ..args(&data, &d.join("bad"), 10) }).unwrap_err().to_string();
+    assert!(e.contains("--mask-tag-words 1.5"), "{e}");
     eprintln!("val_token_acc {acc:?}, loss {:?} -> {:?}", s.losses.first(), s.losses.last());
     // the caption language (grammar, [SEP] to stop) is learned in a few dozen steps
     assert!(acc[3] > 0.3 && acc[3] > acc[0] + 0.05, "masked caption tokens: {acc:?}");
