@@ -29,6 +29,22 @@ use crate::util::Rng;
 use crate::{Error, Result};
 use std::cell::RefCell;
 
+/// Each sample's baseline: its image's greedy reward (Oscar's default), or with `sample` the mean
+/// reward of the image's other samples (Oscar's `baseline_type='sample'`; the greedy one when an
+/// image has a single sample). `rewards` holds `samples` per image, image-major.
+fn baselines(rewards: &[f64], greedy: &[f64], samples: usize, sample: bool) -> Vec<f64> {
+    (0..rewards.len())
+        .map(|bi| {
+            let i = bi / samples;
+            if sample && samples > 1 {
+                (rewards[i * samples..(i + 1) * samples].iter().sum::<f64>() - rewards[bi]) / (samples - 1) as f64
+            } else {
+                greedy[i]
+            }
+        })
+        .collect()
+}
+
 /// The words the reward scores: the caption's PTB tokens and a final "<eos>", as Oscar's
 /// `ScstRewardCriterion._wrap_sentence` ends every candidate and reference (after dropping a final
 /// period) before CIDEr-D, so a caption is also rewarded for ending where the references do.
@@ -49,6 +65,9 @@ pub struct Scst<'a> {
     pub samples: usize,
     /// Oscar's max_gen_length: caption positions, [CLS] included.
     pub max_gen_length: usize,
+    /// Oscar's `baseline_type`: false = the greedy caption's reward (its default), true = the
+    /// mean reward of the image's other samples (`sample`).
+    pub sample_baseline: bool,
     /// Tokenised references per image (PTB tokenisation, as the metric).
     refs: Vec<Vec<Vec<String>>>,
     cider: CiderD,
@@ -96,6 +115,7 @@ impl<'a> Scst<'a> {
             images,
             samples,
             max_gen_length,
+            sample_baseline: false,
             refs,
             cider,
             plans: RefCell::new(None),
@@ -234,13 +254,15 @@ impl Task for Scst<'_> {
         let (mut positions, mut labels, mut rows) = (Vec::new(), Vec::new(), Vec::new());
         let (mut r_sum, mut b_sum) = (0f64, 0f64);
         let d = self.data.feature_dim;
+        let rewards: Vec<f64> = hyps.iter().enumerate().map(|(bi, h)| self.reward(ims[bi / self.samples], h)).collect::<Result<_>>()?;
+        let greedy: Vec<f64> = ims.iter().zip(&base).map(|(&im, h)| self.reward(im, h)).collect::<Result<_>>()?;
+        let baseline = baselines(&rewards, &greedy, self.samples, self.sample_baseline);
         for (bi, h) in hyps.iter().enumerate() {
             let i = bi / self.samples;
             let im = ims[i];
-            let r = self.reward(im, h)?;
-            let rb = self.reward(im, &base[i])?;
+            let (r, rb) = (rewards[bi], baseline[bi]);
             r_sum += r;
-            b_sum += rb;
+            b_sum += greedy[i];
             let pred = self.predicted(h);
             let mut tb: Vec<u32> = self.data.images[im].0[..self.data.images[im].0.len().min(self.layout.tag_slots() - 1)].to_vec();
             tb.push(self.tok.sep);
@@ -307,6 +329,15 @@ impl Scst<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn baselines_greedy_or_the_other_samples_mean() {
+        // 2 images x 3 samples
+        let (r, g) = ([1.0, 2.0, 3.0, 0.0, 0.0, 6.0], [10.0, 20.0]);
+        assert_eq!(baselines(&r, &g, 3, false), [10.0, 10.0, 10.0, 20.0, 20.0, 20.0]);
+        assert_eq!(baselines(&r, &g, 3, true), [2.5, 2.0, 1.5, 3.0, 3.0, 0.0]);
+        assert_eq!(baselines(&[4.0, 5.0], &[1.0, 2.0], 1, true), [1.0, 2.0], "one sample: the greedy baseline");
+    }
 
     #[test]
     fn reward_words_end_with_eos_as_oscars_wrap_sentence() {

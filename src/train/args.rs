@@ -53,6 +53,10 @@ pub struct TrainArgs {
     /// SCST: captions sampled per image (Oscar 5).
     #[arg(long, default_value_t = 5)]
     pub scst_samples: usize,
+    /// SCST: the reward baseline, Oscar's `baseline_type`: greedy (the greedy caption's reward) or
+    /// sample (the mean reward of the image's other samples).
+    #[arg(long, default_value = "greedy", value_parser = ["greedy", "sample"])]
+    pub scst_baseline: String,
     /// SCST: Oscar's max_gen_length of the sampled captions ([CLS] included).
     #[arg(long, default_value_t = 20)]
     pub scst_max_gen_length: usize,

@@ -98,6 +98,7 @@ pub fn run_flags(a: &TrainArgs) -> Vec<(&'static str, String)> {
         flags.push(("--scst", a.scst.to_string()));
         if a.scst {
             flags.push(("--scst-samples", a.scst_samples.to_string()));
+            flags.push(("--scst-baseline", a.scst_baseline.clone()));
             flags.push(("--scst-max-gen-length", a.scst_max_gen_length.to_string()));
         }
     }
@@ -181,7 +182,9 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
             let layout = tasks::caption::CaptionLayout { caption_len: a.caption_len, text_len: a.text_len, regions: a.regions };
             if a.scst {
                 let texts = crate::data::store::caption_texts(&data_dir)?;
-                Box::new(tasks::scst::Scst::new(&data, &tok, &texts, layout, a.batch_size, a.scst_samples, a.scst_max_gen_length)?)
+                let mut t = tasks::scst::Scst::new(&data, &tok, &texts, layout, a.batch_size, a.scst_samples, a.scst_max_gen_length)?;
+                t.sample_baseline = a.scst_baseline == "sample";
+                Box::new(t)
             } else {
                 Box::new(
                     tasks::caption::Captioning::new(&data, &tok, a.batch_size, layout, a.label_smoothing, cfg_vocab(preset, &cfg, &tok))?
