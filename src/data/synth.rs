@@ -287,7 +287,7 @@ mod tests {
         // fewer classes: objects, tags and questions use only the first ones; the default is all 12
         let f = generate_with_classes(60, 7, 38, 4).unwrap();
         assert!(f.images.iter().all(|i| i.objects.iter().all(|o| CLASSES[..4].contains(&o.class.as_str()))));
-        assert!(f.images.iter().all(|i| i.tags.split(' ').all(|t| CLASSES[..4].contains(&t))));
+        assert!(f.images.iter().all(|i| i.tags.split_whitespace().all(|t| CLASSES[..4].contains(&t))));
         assert!(f.statements.iter().all(|s| CLASSES[..4].iter().any(|c| s.statement.contains(c))));
         assert_eq!(generate_with_classes(30, 7, 38, CLASSES.len()).unwrap().images, a.images);
         assert!(generate_with_classes(30, 7, 38, 1).is_err() && generate_with_classes(30, 7, 38, 13).is_err());
