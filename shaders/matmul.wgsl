@@ -285,7 +285,8 @@ fn matmul128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
 // layout), else scalars. Each A vec4 feeds 4 columns. On lavapipe each barrier costs about a
 // microsecond per 8 invocations, which made a staged version no faster than the 64 tile
 // (docs/performance.md). grid = (ceil(N/256), ceil(M/8), batch1*batch2). Auto picks it when its
-// padded work is at most half the 64 tile's (M <= 32 for wide N).
+// padded work is at most half the 64 tile's (M <= 32 for wide N). The epilogue is written out
+// again, as in matmul128 and for the same reason.
 override BK_VEC: bool = false;
 const TSM: u32 = 8u;
 

@@ -7,11 +7,12 @@ use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, Tensor};
 use crate::Result;
 
 /// Which kernel: `T64` (64x64 tile, 4x4 per thread), `T128` (128x128, 8x8 per thread, for large
-/// M and N) or `Small` (8x256, 8x4 per thread, no workgroup memory, for few rows). `Auto` takes Small when its padded
-/// work is at most half the 64 tile's (decode steps, masked-row heads: M <= 32), else T128 unless
-/// padding to it costs more than 15 % over the 64 tile's padded work: on lavapipe the 128 tile
-/// does 1.10-1.21x the 64 tile's FLOP/s on full tiles (docs/performance.md, kernel table). On GPUs
-/// the 8x8 tile should gain more; tools/gpu_session.sh measures both.
+/// M and N) or `Small` (8x256, 8x4 per thread, no workgroup memory, for few rows). `Auto` takes
+/// Small when its padded work is at most half the 64 tile's (decode steps, masked-row heads:
+/// M <= 32), else T128 unless padding to it costs more than 15 % over the 64 tile's padded work:
+/// on lavapipe the 128 tile does 1.10-1.21x the 64 tile's FLOP/s on full tiles
+/// (docs/performance.md, kernel table). On GPUs the 8x8 tile should gain more;
+/// tools/gpu_session.sh measures both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tile {
     Auto,
@@ -196,7 +197,7 @@ const BINDS: &[Access] = &[Access::Uniform, Access::Read, Access::Read, Access::
 
 /// matmul128's 16-byte loads need the operand contiguous along the loaded dimension (k for A, n
 /// for B), every vec4 aligned (offset, row stride and batch strides multiples of 4) and a buffer
-/// of at least one vec4; matmul_small's load both operands along k (B = W^T: b_rs = 1). Returns
+/// of at least one vec4; matmul_small loads both operands along k (B = W^T: b_rs = 1). Returns
 /// the spec and what to bind at 6 and 7 (a dummy when unused).
 fn vec_loads<'t>(gpu: &'t Gpu, spec: KernelSpec, tile: Tile, p: &Params, a: &'t Tensor, b: &'t Tensor) -> (KernelSpec, &'t Tensor, &'t Tensor) {
     let ok = |t: &Tensor, unit: u32, strides: [u32; 4]| unit == 1 && t.buf.size() >= 16 && strides.iter().all(|x| x % 4 == 0);
@@ -650,7 +651,7 @@ mod tests {
     #[test]
     fn auto_picks_the_small_tile_for_few_rows_only() {
         // the decode step (2 rows per sequence) and the masked rows' vocabulary projection take the
-        // 8x128 tile; a training step's rows do not
+        // 8x256 tile; a training step's rows do not
         let pick = |m, n, k| MatmulDesc::new(m, n, k).chosen_tile();
         assert_eq!(pick(10, 30522, 64), Tile::Small);
         assert_eq!(pick(32, 768, 768), Tile::Small);

@@ -43,7 +43,7 @@ pub struct TrainArgs {
     /// Caption: the share of captions whose masked tokens are drawn first from the words that are
     /// also the image's tags (object-aware masking; 0 = Oscar's uniform choice). Those are the
     /// tokens a captioner learns to copy from the tags: at a few thousand steps a tiny model does
-    /// not learn it from uniform masking (README, "Image captioning").
+    /// not learn it from uniform masking (README, "Captioning").
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub mask_tag_words: f32,
     /// Caption: self-critical training (CIDEr-D reward against a greedy baseline) of a captioning
