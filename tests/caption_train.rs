@@ -93,8 +93,31 @@ fn a_tiny_captioner_trains_decodes_scores_and_runs_self_critical_steps() {
         assert!(v.is_finite() && v >= 0.0, "{k} = {v} in {o}");
     }
     assert!(o["BLEU-1"].as_f64().unwrap() > 0.2, "captions in the world's language share words with its references: {o}");
-    assert!(o["tags_baseline"]["CIDEr"].as_f64().is_some(), "{o}");
+    let baseline = o["tags_baseline"]["CIDEr"].as_f64().unwrap_or(f64::NAN);
+    assert!(baseline > 0.0, "{o}");
     assert!(d.join("beam/metrics.json").exists());
+    // an image whose detector missed everything has empty tags: the baseline is still reported,
+    // that image's empty caption scoring nothing
+    let images = std::fs::read_to_string(data.join("images.jsonl")).unwrap();
+    let mut blanked = false;
+    let lines: Vec<String> = images
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if !blanked && v["split"] == "val" && v["tags"] != "" {
+                v["tags"] = "".into();
+                blanked = true;
+            }
+            v.to_string()
+        })
+        .collect();
+    assert!(blanked);
+    std::fs::write(data.join("images.jsonl"), lines.join("\n")).unwrap();
+    let greedy = SearchArgs { beam: 1, max_gen_length: 14, images_per_plan: 6, ..SearchArgs::default() };
+    let o = evaluate(&gpu, &eval_args(&model, &data, greedy, &d.join("blank")), false).unwrap();
+    std::fs::write(data.join("images.jsonl"), &images).unwrap();
+    let b = o["tags_baseline"]["CIDEr"].as_f64().unwrap_or(f64::NAN);
+    assert!(b >= 0.0 && b < baseline, "the baseline with one image's tags blanked: {b} (all tags: {baseline}) in {o}");
 
     // constrained beam search mentions the tags (at least 2 of up to 3 per image) where beam search need not
     let cbs = SearchArgs { beam: 1, max_gen_length: 14, cbs: true, images_per_plan: 2, ..SearchArgs::default() };

@@ -216,8 +216,10 @@ fn caption(gpu: &Gpu, m: &ModelDir, data: &PretrainData, a: &EvalArgs, progress:
     }
     let tags: Vec<(String, String)> = images.iter().map(|&im| (data.ids[im].clone(), m.tok.decode(&data.images[im].0).unwrap_or_default())).collect();
     let mut o = serde_json::to_value(crate::eval::caption::caption_scores(&refs, &cands)?).map_err(|e| Error::Other(e.to_string()))?;
-    // a caption of nothing but the tags: what the model must beat to show it describes scenes
-    if tags.iter().all(|(_, t)| !t.trim().is_empty()) {
+    // a caption of nothing but the tags: what the model must beat to show it describes scenes. An
+    // image whose detector found nothing gets the empty caption, scored as pycocoevalcap scores an
+    // empty candidate; a store without any tags has no baseline.
+    if tags.iter().any(|(_, t)| !t.trim().is_empty()) {
         o["tags_baseline"] = serde_json::to_value(crate::eval::caption::caption_scores(&refs, &tags)?).map_err(|e| Error::Other(e.to_string()))?;
     }
     o["images"] = images.len().into();
