@@ -172,17 +172,23 @@ fn a_tiny_captioner_trains_decodes_scores_and_runs_self_critical_steps() {
 
     // the gradient pass is that of the expected reward: on one image, whose references fix the
     // optimum, 100 self-critical steps raise the mean reward of the samples
-    let rewards = one_image_scst(&gpu, &data, &model, &d.join("scst1"), 100);
+    let rewards = one_image_scst(&gpu, &data, &model, &d.join("scst1"), 100, 1e-3, false);
     let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
     let (first, last) = (mean(&rewards[..20]), mean(&rewards[80..]));
     eprintln!("one-image SCST, mean sample reward: steps 1-20 {first:.3}, 81-100 {last:.3}");
     assert!(last > first + 0.15 && last > 1.5 * first, "the samples' reward must rise: {first:.3} -> {last:.3} ({rewards:?})");
+    // --scst-sampler beam: the captions are a beam search's 5 best, the same at every step while
+    // the model stands still, where multinomial samples differ
+    let still = |beam, out: &str| one_image_scst(&gpu, &data, &model, &d.join(out), 3, 1e-12, beam);
+    let (beam, sampled) = (still(true, "scst_beam"), still(false, "scst_still"));
+    assert!(beam.iter().all(|&r| r == beam[0] && r > 0.0), "beam-searched captions: {beam:?}");
+    assert!(sampled.iter().any(|&r| r != sampled[0]), "sampled captions: {sampled:?}");
     let _ = std::fs::remove_dir_all(&d);
 }
 
-/// Self-critical training on the store's first training image only (5 samples a step, lr 1e-3);
-/// the mean reward of each step's samples.
-fn one_image_scst(gpu: &Gpu, data: &Path, model: &Path, out: &Path, steps: usize) -> Vec<f64> {
+/// Self-critical training on the store's first training image only (5 samples a step, or the 5
+/// best of a beam search); the mean reward of each step's captions.
+fn one_image_scst(gpu: &Gpu, data: &Path, model: &Path, out: &Path, steps: usize, lr: f32, beam: bool) -> Vec<f64> {
     let tok = Tok::load(&data.join("tokenizer.json")).unwrap();
     let cfg = Config::load(&model.join("config.json").display().to_string()).unwrap();
     let pd = PretrainData::load(data, &tok).unwrap();
@@ -191,6 +197,7 @@ fn one_image_scst(gpu: &Gpu, data: &Path, model: &Path, out: &Path, steps: usize
     let mut t = Scst::new(&pd, &tok, &texts, layout, 1, 5, 12).unwrap();
     t.train_images.truncate(1);
     t.val_images = t.train_images.clone();
+    t.beam_samples = beam;
     let a = TrainArgs {
         init: Some(model.to_path_buf()),
         scst: true,
@@ -198,7 +205,7 @@ fn one_image_scst(gpu: &Gpu, data: &Path, model: &Path, out: &Path, steps: usize
         scst_max_gen_length: 12,
         batch_size: 1,
         warmup: 0,
-        lr: 1e-3,
+        lr,
         log_every: 1,
         eval_every: 0,
         ..args(data, out, steps)

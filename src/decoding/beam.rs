@@ -22,18 +22,27 @@ const UNUSED_BEAM: f32 = -1e9;
 
 /// Beam search with `beams` rows per image; returns each image's best hypothesis.
 pub fn beam_search<S: Stepper + ?Sized>(st: &mut S, images: usize, beams: usize, cfg: &SearchConfig) -> Result<Vec<Hypothesis>> {
+    Ok(beam_search_n(st, images, beams, 1, cfg)?.into_iter().map(|mut v| v.remove(0)).collect())
+}
+
+/// Beam search keeping each image's `keep` best finished hypotheses (Oscar's `num_keep_best`),
+/// best first; `keep` is at most `beams` (with one beam: the greedy caption).
+pub fn beam_search_n<S: Stepper + ?Sized>(st: &mut S, images: usize, beams: usize, keep: usize, cfg: &SearchConfig) -> Result<Vec<Vec<Hypothesis>>> {
     const OP: &str = "beam_search";
     cfg.check(OP)?;
     check_rows(OP, st, images, beams, "beams")?;
+    if keep == 0 || keep > beams {
+        return Err(bad(OP, format!("keeping {keep} hypotheses of {beams} beams: must be 1..={beams}")));
+    }
     if beams == 1 {
         // Oscar's generate: num_beams > 1 runs beam search, 1 runs _generate_no_beam_search
-        return greedy(st, images, cfg);
+        return Ok(greedy(st, images, cfg)?.into_iter().map(|h| vec![h]).collect());
     }
     let rows = images * beams;
     let mut scores: Vec<f32> = (0..rows).map(|r| if r % beams == 0 { 0.0 } else { UNUSED_BEAM }).collect();
     // each row's caption so far and the log p of its tokens, reordered with the rows
     let mut past: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); rows];
-    let mut finished: Vec<Finished> = (0..images).map(|_| Finished::new(cfg)).collect();
+    let mut finished: Vec<Finished> = (0..images).map(|_| Finished::new(cfg, keep)).collect();
     let mut done = vec![false; images];
     let mut tokens = vec![cfg.bos; rows];
     let mut vocab = None;
@@ -103,11 +112,20 @@ pub fn beam_search<S: Stepper + ?Sized>(st: &mut S, images: usize, beams: usize,
         scores = next_scores;
         past = next_past;
     }
-    finished.into_iter().map(|f| f.best().ok_or_else(|| bad(OP, "an image ended with no hypothesis".into()))).collect()
+    finished
+        .into_iter()
+        .map(|f| {
+            let h = f.ranked();
+            if h.len() < keep {
+                return Err(bad(OP, format!("an image ended with {} hypotheses, not {keep}", h.len())));
+            }
+            Ok(h)
+        })
+        .collect()
 }
 
-/// The finished hypotheses of one image: Oscar's `BeamHypotheses` with `n_hyp = num_keep_best = 1`
-/// (kept general), scores compared in f64 as Python compares them.
+/// The finished hypotheses of one image: Oscar's `BeamHypotheses` with `n_hyp = num_keep_best`,
+/// scores compared in f64 as Python compares them.
 struct Finished {
     n_hyp: usize,
     max_len: usize,
@@ -117,8 +135,8 @@ struct Finished {
 }
 
 impl Finished {
-    fn new(cfg: &SearchConfig) -> Finished {
-        Finished { n_hyp: 1, max_len: cfg.max_len, length_penalty: cfg.length_penalty as f64, hyps: Vec::new(), worst: 1e9 }
+    fn new(cfg: &SearchConfig, n_hyp: usize) -> Finished {
+        Finished { n_hyp, max_len: cfg.max_len, length_penalty: cfg.length_penalty as f64, hyps: Vec::new(), worst: 1e9 }
     }
 
     /// `tokens` without the BOS; Oscar's hypothesis holds the BOS, so its length is one more.
@@ -145,15 +163,11 @@ impl Finished {
         self.hyps.len() >= self.n_hyp && self.worst >= best_sum_logprobs as f64 / (self.max_len as f64).powf(self.length_penalty)
     }
 
-    /// The best hypothesis (the earliest on ties).
-    fn best(self) -> Option<Hypothesis> {
-        let mut best: Option<(f64, Hypothesis)> = None;
-        for (s, h) in self.hyps {
-            if best.as_ref().is_none_or(|(b, _)| s > *b) {
-                best = Some((s, h));
-            }
-        }
-        best.map(|(_, h)| h)
+    /// The kept hypotheses, best first (the earliest first on ties, as Oscar's `max`).
+    fn ranked(self) -> Vec<Hypothesis> {
+        let mut h = self.hyps;
+        h.sort_by(|a, b| b.0.total_cmp(&a.0));
+        h.into_iter().map(|(_, h)| h).collect()
     }
 }
 
@@ -214,6 +228,51 @@ mod tests {
                 }
                 assert!(st.reorders > 0);
             }
+        }
+    }
+
+    #[test]
+    fn keeping_n_gives_the_brute_force_n_best_in_order() {
+        // as above, every caption of 4 positions is scored: the 5 kept are the 5 best of them all
+        let c = cfg(4, 1.0);
+        for seed in 0..20 {
+            let mut st = Mock::new(3, 12, hashed(seed, 3, 2.5));
+            let got = beam_search_n(&mut st, 3, 12, 5, &c).unwrap();
+            assert_eq!(got.len(), 3);
+            for (i, g) in got.iter().enumerate() {
+                let mut all = Vec::new();
+                every_caption(&st.model, i, &c, &mut vec![c.bos], 0.0, &mut all);
+                all.sort_by(|a, b| b.1.total_cmp(&a.1));
+                let want: Vec<&Vec<u32>> = all.iter().take(5).map(|x| &x.0).collect();
+                assert_eq!(g.iter().map(|h| &h.tokens).collect::<Vec<_>>(), want, "seed {seed} image {i}");
+                assert!(g.windows(2).all(|w| w[0].score >= w[1].score));
+            }
+            // the single best is beam_search's
+            let mut one = Mock::new(3, 12, hashed(seed, 3, 2.5));
+            let best = beam_search(&mut one, 3, 12, &c).unwrap();
+            assert!(best.iter().zip(&got).all(|(b, g)| *b == g[0]));
+        }
+        let mut st = Mock::new(1, 2, hashed(0, 3, 2.5));
+        assert!(beam_search_n(&mut st, 1, 2, 3, &c).unwrap_err().to_string().contains("keeping 3 hypotheses of 2 beams"));
+    }
+
+    /// Every caption up to `max_len` with Oscar's score (as `brute_force`).
+    fn every_caption(model: &Model, image: usize, c: &SearchConfig, past: &mut Vec<u32>, sum: f64, out: &mut Vec<(Vec<u32>, f64)>) {
+        let lp = log_softmax(&model(image, past));
+        let len = past.len();
+        let pen = (len as f64).powf(c.length_penalty as f64);
+        if len == c.max_len {
+            // the last position: every word ends the caption (dropped, the EOS written instead)
+            for &l in &lp {
+                out.push((past[1..].to_vec(), (sum + l as f64) / pen));
+            }
+            return;
+        }
+        out.push((past[1..].to_vec(), (sum + lp[EOS as usize] as f64) / pen));
+        for (w, &l) in lp.iter().enumerate().filter(|&(w, _)| w as u32 != EOS) {
+            past.push(w as u32);
+            every_caption(model, image, c, past, sum + l as f64, out);
+            past.pop();
         }
     }
 

@@ -23,7 +23,7 @@ mod mock;
 #[cfg(test)]
 mod oscar;
 
-pub use beam::beam_search;
+pub use beam::{beam_search, beam_search_n};
 pub use cbs::{constrained_beam_search, Constrained};
 pub use fsm::{cbs_rows, cbs_states, Constraint, MAX_CONSTRAINTS, MAX_CONSTRAINT_TOKENS};
 pub use greedy::{greedy, sample};

@@ -68,6 +68,10 @@ pub struct Scst<'a> {
     /// Oscar's `baseline_type`: false = the greedy caption's reward (its default), true = the
     /// mean reward of the image's other samples (`sample`).
     pub sample_baseline: bool,
+    /// Where the captions come from: false = multinomial samples (Oscar), true = the `samples`
+    /// best hypotheses of a beam search of as many beams (the Meshed-Memory Transformer's variant,
+    /// Cornia et al. 2020), which stay near the mode that greedy and beam decoding return.
+    pub beam_samples: bool,
     /// Tokenised references per image (PTB tokenisation, as the metric).
     refs: Vec<Vec<Vec<String>>>,
     cider: CiderD,
@@ -116,6 +120,7 @@ impl<'a> Scst<'a> {
             samples,
             max_gen_length,
             sample_baseline: false,
+            beam_samples: false,
             refs,
             cider,
             plans: RefCell::new(None),
@@ -247,7 +252,11 @@ impl Task for Scst<'_> {
         plans.sample.set_context(gpu, c, &x)?;
         gpu.run(&plans.sample.prefill)?;
         let mut st = GpuStepper { gpu, cfg: c, dec: &mut plans.sample };
-        let hyps = decoding::sample(&mut st, self.images, self.samples, 1.0, 0, rng, &self.search())?;
+        let hyps = if self.beam_samples {
+            decoding::beam_search_n(&mut st, self.images, self.samples, self.samples, &self.search())?.concat()
+        } else {
+            decoding::sample(&mut st, self.images, self.samples, 1.0, 0, rng, &self.search())?
+        };
         let s = self.shape();
         let n = hyps.len();
         let mut b = Batch { img: vec![0.0; s.batch * s.regions * self.data.feature_dim], mask: vec![0.0; s.mask_len()], ..Default::default() };

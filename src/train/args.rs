@@ -57,6 +57,11 @@ pub struct TrainArgs {
     /// sample (the mean reward of the image's other samples).
     #[arg(long, default_value = "greedy", value_parser = ["greedy", "sample"])]
     pub scst_baseline: String,
+    /// SCST: how the captions of an image are drawn: sample (multinomial, Oscar) or beam (the
+    /// --scst-samples best of a beam search with as many beams, as the Meshed-Memory Transformer;
+    /// they stay near the captions that greedy and beam decoding return).
+    #[arg(long, default_value = "sample", value_parser = ["sample", "beam"])]
+    pub scst_sampler: String,
     /// SCST: Oscar's max_gen_length of the sampled captions ([CLS] included).
     #[arg(long, default_value_t = 20)]
     pub scst_max_gen_length: usize,

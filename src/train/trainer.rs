@@ -99,6 +99,7 @@ pub fn run_flags(a: &TrainArgs) -> Vec<(&'static str, String)> {
         if a.scst {
             flags.push(("--scst-samples", a.scst_samples.to_string()));
             flags.push(("--scst-baseline", a.scst_baseline.clone()));
+            flags.push(("--scst-sampler", a.scst_sampler.clone()));
             flags.push(("--scst-max-gen-length", a.scst_max_gen_length.to_string()));
         }
     }
@@ -184,6 +185,7 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
                 let texts = crate::data::store::caption_texts(&data_dir)?;
                 let mut t = tasks::scst::Scst::new(&data, &tok, &texts, layout, a.batch_size, a.scst_samples, a.scst_max_gen_length)?;
                 t.sample_baseline = a.scst_baseline == "sample";
+                t.beam_samples = a.scst_sampler == "beam";
                 Box::new(t)
             } else {
                 Box::new(
