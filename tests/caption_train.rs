@@ -76,6 +76,9 @@ fn a_tiny_captioner_trains_decodes_scores_and_runs_self_critical_steps() {
     // object-aware masking is a share of the captions: outside [0, 1] is an error naming the flag
     let e = train(&gpu, &TrainArgs { mask_tag_words: 1.5, ..args(&data, &d.join("bad"), 10) }).unwrap_err().to_string();
     assert!(e.contains("--mask-tag-words 1.5"), "{e}");
+    // a self-critical flag without --scst is an error, not plain caption training
+    let e = train(&gpu, &TrainArgs { scst_sampler: "beam".into(), ..args(&data, &d.join("bad"), 10) }).unwrap_err().to_string();
+    assert!(e.contains("--scst-sampler") && e.contains("add --scst"), "{e}");
     eprintln!("val_token_acc {acc:?}, loss {:?} -> {:?}", s.losses.first(), s.losses.last());
     // the caption language (grammar, [SEP] to stop) is learned in a few dozen steps
     assert!(acc[3] > 0.3 && acc[3] > acc[0] + 0.05, "masked caption tokens: {acc:?}");

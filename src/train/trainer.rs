@@ -126,6 +126,19 @@ fn check_flags(a: &TrainArgs) -> Result<()> {
     if a.warmup_steps() > a.steps {
         return bad("--warmup", &a.warmup, &format!("longer than the run (--steps {}); the learning rate would never reach --lr", a.steps));
     }
+    // a self-critical flag without --scst would quietly train with cross-entropy instead
+    if !a.scst {
+        let d = TrainArgs::default();
+        let given = [
+            ("--scst-samples", a.scst_samples != d.scst_samples),
+            ("--scst-baseline", a.scst_baseline != d.scst_baseline),
+            ("--scst-sampler", a.scst_sampler != d.scst_sampler),
+            ("--scst-max-gen-length", a.scst_max_gen_length != d.scst_max_gen_length),
+        ];
+        if let Some((flag, _)) = given.iter().find(|g| g.1) {
+            return Err(Error::Other(format!("{flag} is a self-critical training flag: add --scst (and --task caption --init CAPTION_MODEL)")));
+        }
+    }
     Ok(())
 }
 
