@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Paired bootstrap of a caption metric: is system B's CIDEr (or BLEU-4, ...) really above A's?
 
-    python3 tools/paired_bootstrap.py --store STORE --split test A/captions.json B/captions.json \
+    python3 tools/paired_bootstrap.py --store STORE A/captions.json B/captions.json \
         [--metric CIDEr] [--resamples 50] [--bin target/release/vlp-engine]
 
 A and B are `eval --task caption` captions (id -> caption) over the same images. Each resample
@@ -22,8 +22,9 @@ import tempfile
 def score(binary, refs, cands, metric):
     with tempfile.TemporaryDirectory() as d:
         r, c = os.path.join(d, "refs.json"), os.path.join(d, "cands.json")
-        json.dump(refs, open(r, "w"))
-        json.dump(cands, open(c, "w"))
+        for path, obj in ((r, refs), (c, cands)):
+            with open(path, "w") as f:
+                json.dump(obj, f)
         out = subprocess.run([binary, "score", "--task", "caption", "--refs", r, "--cands", c], check=True, capture_output=True, text=True).stdout
         return json.loads(out)[metric]
 
