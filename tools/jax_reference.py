@@ -9,6 +9,7 @@ model ~20x faster than vlp-engine on lavapipe, so budgets and hyper-parameters c
     /tmp/jax/bin/python tools/jax_reference.py STORE --task gqa --steps 300 --batch 16 --lr 1e-3
     ... --loss bce --priorbias 1        # VQA's soft BCE, the head bias at the answers' log prior
     ... --task retrieval --batch 8      # 8 positives + 8 negatives per step, as `train --task retrieval`
+    ... --task nlvr2 --batch 8          # 8 statements, 16 sequences per step, the pair MLP
 
 Prints validation accuracy (GQA: per question type, by the question's first word) every
 --eval_every steps. Not used by the engine or its tests."""
@@ -40,6 +41,7 @@ p.add_argument("--pool", default="tanh")  # tanh | none
 p.add_argument("--imgln", type=int, default=0)
 p.add_argument("--notags", type=int, default=0)
 p.add_argument("--noregions", type=int, default=0)
+p.add_argument("--pairtags", type=int, default=0)  # nlvr2: each image's tags after the statement (Oscar's --use_label_seq)
 p.add_argument("--eval_every", type=int, default=100)
 p.add_argument("--readout", default="cls")
 p.add_argument("--loss", default="ce")
@@ -88,6 +90,19 @@ if a.task == "gqa":
     def make(picks):
         X = [seq(Q[i][1], tags[Q[i][0]], Q[i][0]) for i in picks]
         return X, np.array([Q[i][2] for i in picks])
+elif a.task == "nlvr2":
+    # two sequences per example, [CLS] statement [SEP] + one image's regions, no tags (Oscar's commands)
+    recs = [json.loads(l) for l in open(f"{a.data}/nlvr2.jsonl")]
+    S = [(idx[r["left"]], idx[r["right"]], ids(r["statement"]), int(r["label"]), r["statement"]) for r in recs]
+    pools = {s: [i for i, x in enumerate(S) if split[x[0]] == s] for s in ("train", "val")}
+    NC = 2
+
+    def make(picks, rng=None):
+        X = []
+        for i in picks:
+            l, r = S[i][0], S[i][1]
+            X += [seq(S[i][2], tags[l] if a.pairtags else [], l), seq(S[i][2], tags[r] if a.pairtags else [], r)]
+        return X, np.array([S[i][3] for i in picks])
 else:
     caps = [json.loads(l) for l in open(f"{a.data}/captions.jsonl")]
     C = [(idx[c["image_id"]], ids(c["caption"])) for c in caps]
@@ -128,6 +143,8 @@ def init():
     P = {"word": n(V, H), "pos": n(512, H), "type": n(2, H), "eln_g": jnp.ones(H), "eln_b": jnp.zeros(H),
          "img_w": n(FD, H), "img_b": jnp.zeros(H), "iln_g": jnp.ones(H), "iln_b": jnp.zeros(H),
          "pool_w": n(H, H), "pool_b": jnp.zeros(H), "cls_w": n(H, NC), "cls_b": jnp.zeros(NC), "layers": []}
+    if a.task == "nlvr2":  # the pair MLP: Linear(2H, 2H) -> ReLU -> Linear(2H, 2) (scale 2, no LayerNorm)
+        P.update({"pair_w": n(2 * H, 2 * H), "pair_b": jnp.zeros(2 * H), "cls_w": n(2 * H, NC)})
     for _ in range(L):
         P["layers"].append({"qkv": n(H, 3 * H), "qkv_b": jnp.zeros(3 * H), "o": n(H, H), "o_b": jnp.zeros(H),
                             "ln1_g": jnp.ones(H), "ln1_b": jnp.zeros(H), "up": n(H, F), "up_b": jnp.zeros(F),
@@ -176,6 +193,8 @@ def forward(P, ids_, ty, m, img, k, train):
     if a.pool == "tanh":
         pooled = jnp.tanh(pooled)
     pooled = drop(pooled, a.hdrop, next(ks), train)
+    if a.task == "nlvr2":
+        pooled = jax.nn.relu(pooled.reshape(B // 2, 2 * H) @ P["pair_w"] + P["pair_b"])
     return pooled @ P["cls_w"] + P["cls_b"], x[:, 0]
 
 
@@ -215,6 +234,17 @@ rng = np.random.default_rng(a.seed)
 
 def evaluate(P):
     vp = pools["val"]
+    if a.task == "nlvr2":
+        ok, per = 0, {}
+        for i in range(0, len(vp), 64):
+            ch = vp[i:i + 64]
+            X, y = make(ch)
+            hit = np.asarray(fwd(P, stack(X))[0]).argmax(1) == y
+            ok += int(hit.sum())
+            for e, h in zip(ch, hit):  # per statement type, by its wording
+                kind = "more" if S[e][4].find("more") >= 0 else "both"
+                per.setdefault(kind, []).append(h)
+        return 100 * ok / len(vp), {k: round(100 * float(np.mean(v)), 1) for k, v in per.items()}
     if a.task == "gqa":
         ok, n, per = 0, 0, {}
         for i in range(0, len(vp), 64):

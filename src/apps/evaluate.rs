@@ -101,8 +101,9 @@ pub fn evaluate(gpu: &Gpu, a: &EvalArgs, progress: bool) -> Result<serde_json::V
             };
             o
         }
-        ("nlvr2", Head::Pair { scale, .. }) => {
-            let t = Nlvr2::load(&a.data, &data, &m.tok, (a.batch / 2).max(1), text, a.regions, *scale, 0.0)?;
+        ("nlvr2", Head::Pair { scale, tags, .. }) => {
+            let mut t = Nlvr2::load(&a.data, &data, &m.tok, (a.batch / 2).max(1), text, a.regions, *scale, 0.0)?;
+            t.tags = *tags;
             let pool = t.pool(&a.split);
             if pool.is_empty() {
                 return Err(Error::Other(format!("{}: no statements on split '{}' images", a.data.display(), a.split)));

@@ -72,6 +72,10 @@ pub struct TrainArgs {
     /// NLVR2: width of the pair MLP's hidden layer, in multiples of the hidden size (Oscar-B 3).
     #[arg(long, default_value_t = 3)]
     pub pair_scale: usize,
+    /// NLVR2: each image's object tags after the statement (Oscar's `--use_label_seq`; its
+    /// released commands leave tags out, so this is off by default).
+    #[arg(long)]
+    pub pair_tags: bool,
     /// tiny | base | large | path to a BERT/Oscar config.json (or its directory). Default: the
     /// config.json of an --init model directory, else tiny.
     #[arg(long)]

@@ -91,6 +91,10 @@ pub fn run_flags(a: &TrainArgs) -> Vec<(&'static str, String)> {
         ("--no-tags", a.no_tags.to_string()),
         ("--head-dropout", a.head_dropout.to_string()),
     ];
+    if a.task == "nlvr2" {
+        flags.push(("--pair-scale", a.pair_scale.to_string()));
+        flags.push(("--pair-tags", a.pair_tags.to_string()));
+    }
     if a.task == "caption" {
         flags.push(("--caption-len", a.caption_len.to_string()));
         flags.push(("--label-smoothing", a.label_smoothing.to_string()));
@@ -191,7 +195,11 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
             a.regions,
             a.head_dropout,
         )?),
-        "nlvr2" => Box::new(tasks::nlvr2::Nlvr2::load(&data_dir, &data, &tok, a.batch_size, a.text_len, a.regions, a.pair_scale, a.head_dropout)?),
+        "nlvr2" => {
+            let mut t = tasks::nlvr2::Nlvr2::load(&data_dir, &data, &tok, a.batch_size, a.text_len, a.regions, a.pair_scale, a.head_dropout)?;
+            t.tags = a.pair_tags;
+            Box::new(t)
+        }
         "caption" => {
             let layout = tasks::caption::CaptionLayout { caption_len: a.caption_len, text_len: a.text_len, regions: a.regions };
             if a.scst {

@@ -47,7 +47,7 @@ impl ClassifierActs {
                 let d_scratch = if train { Some(al.f32("cls.d_dropped", examples * h)?) } else { None };
                 (Layer::Linear { op, dropped: al.f32("cls.dropped", examples * h)?, d_scratch }, labels, loss)
             }
-            Head::Pair { scale, dropout } => {
+            Head::Pair { scale, dropout, .. } => {
                 let op = PairHead {
                     pairs: examples,
                     hidden: h,

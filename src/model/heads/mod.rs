@@ -45,6 +45,10 @@ pub enum Head {
         scale: usize,
         #[serde(default)]
         dropout: f32,
+        /// Each image's tags after the statement (Oscar's `--use_label_seq`); the saved head keeps
+        /// it so `eval` builds the sequences the model was trained on.
+        #[serde(default)]
+        tags: bool,
     },
 }
 
@@ -108,7 +112,7 @@ impl Head {
             Head::Pretrain => "pre-training (masked-token + contrastive)".into(),
             Head::CaptionLm { label_smoothing } => format!("caption LM (masked-token, label smoothing {label_smoothing})"),
             Head::Classifier { labels, loss, .. } => format!("classifier ({labels} labels, {loss:?})"),
-            Head::Pair { scale, .. } => format!("pair (NLVR2, scale {scale})"),
+            Head::Pair { scale, tags, .. } => format!("pair (NLVR2, scale {scale}{})", if *tags { ", tags" } else { "" }),
         }
     }
 }
