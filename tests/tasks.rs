@@ -171,8 +171,8 @@ fn finetune_on(gpu: &Gpu, classes: usize, out: &Path, task: &str, steps: usize, 
 
 /// Retrieval fine-tuned from scratch (6 classes) ranks the first 50 test images and their 250
 /// captions well above chance both ways. Chance: t2i R@K = K/50; i2t R@K = 1 - C(245, K)/C(250, K)
-/// (5 true captions among 250): 9.7 % at K = 5, 18.6 % at K = 10. Seeds 1, 2, 3 and 42 gave R@10
-/// 34–42 (i2t) and 37–51 (t2i), R@5 + R@10 at least 51.6.
+/// (5 true captions among 250): 9.7 % at K = 5, 18.6 % at K = 10. Seeds 1, 2, 3, 7 and 42 gave
+/// R@10 34–44 (i2t) and 37–51 (t2i), R@5 + R@10 at least 51.6 (docs/finetuning-log.md §13).
 #[test]
 fn retrieval_beats_chance_both_ways() {
     let d = tmp("retrieval");
@@ -195,7 +195,8 @@ fn retrieval_beats_chance_both_ways() {
 
 /// NLVR2 as Oscar runs it (statement + one image's regions per sequence, no tags), fine-tuned from
 /// scratch on a 3-class world, beats the majority label of the test statements (balanced, so
-/// about 50 %) clearly. With 6 classes "both images contain" stays at chance in this budget (log §13).
+/// about 50 %) clearly: seeds 42 and 7 scored 89.5 and 83.3 % against 54.1 %. With 6 classes "both
+/// images contain" stays at chance in this budget (log §13).
 #[test]
 fn nlvr2_beats_the_majority_label() {
     let d = tmp("nlvr2");
@@ -214,7 +215,7 @@ fn nlvr2_beats_the_majority_label() {
     assert_eq!(r["examples"].as_u64(), Some(test.len() as u64), "{r}");
     assert!(test.len() > 200 && majority < 56.0, "{} test statements, majority label {majority} %", test.len());
     let acc = r["accuracy"].as_f64().unwrap();
-    assert!(acc > majority + 15.0, "NLVR2 accuracy {acc} % does not beat the majority label {majority} % clearly: {r}");
+    assert!(acc > majority + 12.0, "NLVR2 accuracy {acc} % does not beat the majority label {majority} % clearly: {r}");
 }
 
 /// `--pair-tags` (Oscar's `--use_label_seq`): the saved head says so, and `eval` reads it back (the
@@ -224,8 +225,8 @@ fn nlvr2_pair_tags_are_kept_by_the_saved_head() {
     let d = tmp("nlvr2-tags");
     let gpu = Gpu::default_device().unwrap();
     finetune_on(&gpu, 3, &d, "nlvr2", 20, true);
-    let head = std::fs::read_to_string(d.join("model/head.json")).unwrap();
-    assert!(head.contains("\"tags\":true"), "{head}");
+    let head: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("model/head.json")).unwrap()).unwrap();
+    assert_eq!(head["tags"], true, "{head}");
     let (data, _) = world_of(3);
     let r = evaluate(&gpu, &EvalArgs { split: "val".into(), images: None, text_len: 24, ..eval_args("nlvr2", &d.join("model"), &data) }, false).unwrap();
     assert!(r["examples"].as_u64().unwrap() > 100 && (0.0..=100.0).contains(&r["accuracy"].as_f64().unwrap()), "{r}");
