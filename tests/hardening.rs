@@ -327,6 +327,9 @@ fn bad_flag_values_are_refused_naming_the_flag() {
         (TrainArgs { steps: 0, ..base.clone() }, "--steps 0"),
         (TrainArgs { batch_size: 0, ..base.clone() }, "--batch-size 0"),
         (TrainArgs { grad_accum: 0, ..base.clone() }, "--grad-accum 0"),
+        // NLVR2's flags on another task would be silently ignored
+        (TrainArgs { pair_tags: true, ..base.clone() }, "--pair-tags is an NLVR2 flag"),
+        (TrainArgs { pair_scale: 2, task: "retrieval".into(), ..base.clone() }, "--pair-scale is an NLVR2 flag"),
     ];
     for (a, words) in &cases {
         let e = err_of(train(&gpu, a));

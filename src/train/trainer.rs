@@ -130,6 +130,13 @@ fn check_flags(a: &TrainArgs) -> Result<()> {
     if a.warmup_steps() > a.steps {
         return bad("--warmup", &a.warmup, &format!("longer than the run (--steps {}); the learning rate would never reach --lr", a.steps));
     }
+    // NLVR2's flags elsewhere would be silently ignored
+    if a.task != "nlvr2" {
+        let d = TrainArgs::default();
+        if let Some((flag, _)) = [("--pair-tags", a.pair_tags != d.pair_tags), ("--pair-scale", a.pair_scale != d.pair_scale)].iter().find(|g| g.1) {
+            return Err(Error::Other(format!("{flag} is an NLVR2 flag (the pair head): it needs --task nlvr2, not --task {}", a.task)));
+        }
+    }
     // a self-critical flag without --scst would quietly train with cross-entropy instead
     if !a.scst {
         let d = TrainArgs::default();
