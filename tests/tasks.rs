@@ -4,8 +4,8 @@
 //! answer clearly: in this budget both learn what the question type gives (about 55 % against 26 %);
 //! using the tags or regions to answer needs far more steps than a test has (README, "Do object tags
 //! help?"). Retrieval and NLVR2 are decided by matching words to tags and regions alone: they
-//! train on a world of fewer classes with no dropout and a larger init (`world6`), where a tiny
-//! model learns that in 1200 steps, and must beat chance clearly there.
+//! train on 4000-image worlds of fewer classes (6 and 3) with no dropout and a larger init
+//! (`world_of`), where a tiny model learns that in 1000–1200 steps, and must beat chance clearly.
 //! `VLP_TASKS_SEED` changes the training seed (the margins were checked on seeds 42 and 7).
 use std::path::{Path, PathBuf};
 use vlp_engine::apps::evaluate::{evaluate, EvalArgs};
