@@ -54,6 +54,12 @@ fn reward_tokens(s: &str) -> Vec<String> {
     t
 }
 
+/// The reward's words when the "<eos>" token is off (`--scst-no-eos`): exactly what `score` and
+/// `eval` compute CIDEr-D over.
+fn reward_tokens_no_eos(s: &str) -> Vec<String> {
+    tokenize(s)
+}
+
 pub struct Scst<'a> {
     pub data: &'a PretrainData,
     pub tok: &'a Tok,
@@ -72,6 +78,8 @@ pub struct Scst<'a> {
     /// best hypotheses of a beam search of as many beams (the Meshed-Memory Transformer's variant,
     /// Cornia et al. 2020), which stay near the mode that greedy and beam decoding return.
     pub beam_samples: bool,
+    /// Whether the reward's candidates and references end with "<eos>" (Oscar: yes).
+    eos: bool,
     /// Tokenised references per image (PTB tokenisation, as the metric).
     refs: Vec<Vec<Vec<String>>>,
     cider: CiderD,
@@ -101,8 +109,7 @@ impl<'a> Scst<'a> {
         if max_gen_length < 2 || max_gen_length > layout.caption_len {
             return Err(Error::Other(format!("--scst-max-gen-length {max_gen_length}: must be in 2..={} (--caption-len)", layout.caption_len)));
         }
-        let refs: Vec<Vec<Vec<String>>> =
-            data.ids.iter().map(|id| texts.get(id).map(|v| v.iter().map(|c| reward_tokens(c)).collect()).unwrap_or_default()).collect();
+        let refs = Self::tokenised_refs(data, texts, true);
         let with = |split: &str| -> Vec<usize> { (0..data.images.len()).filter(|&i| data.images[i].1 == split && !refs[i].is_empty()).collect() };
         let (train_images, val_images) = (with("train"), with("val"));
         if train_images.is_empty() {
@@ -121,6 +128,7 @@ impl<'a> Scst<'a> {
             max_gen_length,
             sample_baseline: false,
             beam_samples: false,
+            eos: true,
             refs,
             cider,
             plans: RefCell::new(None),
@@ -148,8 +156,25 @@ impl<'a> Scst<'a> {
         (x, inputs)
     }
 
+    fn tokenised_refs(data: &PretrainData, texts: &std::collections::HashMap<String, Vec<String>>, eos: bool) -> Vec<Vec<Vec<String>>> {
+        let words = if eos { reward_tokens } else { reward_tokens_no_eos };
+        data.ids.iter().map(|id| texts.get(id).map(|v| v.iter().map(|c| words(c)).collect()).unwrap_or_default()).collect()
+    }
+
+    /// The reward without Oscar's final "<eos>" token: CIDEr-D over the words alone, as `score` and
+    /// `eval` compute it (document frequencies still from the training references).
+    pub fn without_eos(mut self, texts: &std::collections::HashMap<String, Vec<String>>) -> Self {
+        self.eos = false;
+        self.refs = Self::tokenised_refs(self.data, texts, false);
+        let train_refs: Vec<Vec<Vec<String>>> = self.train_images.iter().map(|&i| self.refs[i].clone()).collect();
+        self.cider = CiderD::new(&train_refs);
+        self
+    }
+
     fn reward(&self, im: usize, h: &Hypothesis) -> Result<f64> {
-        Ok(self.cider.score(&reward_tokens(&self.tok.decode(&h.tokens)?), &self.refs[im]))
+        let text = self.tok.decode(&h.tokens)?;
+        let words = if self.eos { reward_tokens(&text) } else { reward_tokens_no_eos(&text) };
+        Ok(self.cider.score(&words, &self.refs[im]))
     }
 
     /// The predicted tokens of a hypothesis: its words, and [SEP] when it was produced.
@@ -357,5 +382,11 @@ mod tests {
         let cider = CiderD::new(&[refs.clone(), vec![reward_tokens("a dog and a cat.")]]);
         let (stop, run_on) = (cider.score(&reward_tokens("a red cube sits alone"), &refs), cider.score(&reward_tokens("a red cube sits alone in"), &refs));
         assert!(stop > run_on, "{stop} vs {run_on}");
+    }
+
+    #[test]
+    fn reward_words_without_eos_are_the_metrics_words() {
+        assert_eq!(reward_tokens_no_eos("A red cube sits alone."), tokenize("A red cube sits alone."));
+        assert_eq!(reward_tokens_no_eos("A red cube sits alone.").last().map(String::as_str), Some("alone"));
     }
 }

@@ -65,6 +65,10 @@ pub struct TrainArgs {
     /// SCST: Oscar's max_gen_length of the sampled captions ([CLS] included).
     #[arg(long, default_value_t = 20)]
     pub scst_max_gen_length: usize,
+    /// SCST: score the reward without Oscar's final "<eos>" token on every candidate and
+    /// reference, i.e. as `score` and `eval` compute CIDEr-D.
+    #[arg(long)]
+    pub scst_no_eos: bool,
     /// VQA/GQA: answers seen fewer times than this in the training split are left out of the
     /// answer vocabulary.
     #[arg(long, default_value_t = 1)]

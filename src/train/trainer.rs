@@ -105,6 +105,7 @@ pub fn run_flags(a: &TrainArgs) -> Vec<(&'static str, String)> {
             flags.push(("--scst-baseline", a.scst_baseline.clone()));
             flags.push(("--scst-sampler", a.scst_sampler.clone()));
             flags.push(("--scst-max-gen-length", a.scst_max_gen_length.to_string()));
+            flags.push(("--scst-no-eos", a.scst_no_eos.to_string()));
         }
     }
     flags
@@ -145,6 +146,7 @@ fn check_flags(a: &TrainArgs) -> Result<()> {
             ("--scst-baseline", a.scst_baseline != d.scst_baseline),
             ("--scst-sampler", a.scst_sampler != d.scst_sampler),
             ("--scst-max-gen-length", a.scst_max_gen_length != d.scst_max_gen_length),
+            ("--scst-no-eos", a.scst_no_eos != d.scst_no_eos),
         ];
         if let Some((flag, _)) = given.iter().find(|g| g.1) {
             return Err(Error::Other(format!("{flag} is a self-critical training flag: add --scst (and --task caption --init CAPTION_MODEL)")));
@@ -214,6 +216,9 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
                 let mut t = tasks::scst::Scst::new(&data, &tok, &texts, layout, a.batch_size, a.scst_samples, a.scst_max_gen_length)?;
                 t.sample_baseline = a.scst_baseline == "sample";
                 t.beam_samples = a.scst_sampler == "beam";
+                if a.scst_no_eos {
+                    t = t.without_eos(&texts);
+                }
                 Box::new(t)
             } else {
                 Box::new(
