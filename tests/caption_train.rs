@@ -197,7 +197,7 @@ fn one_image_scst(gpu: &Gpu, data: &Path, model: &Path, out: &Path, steps: usize
     let pd = PretrainData::load(data, &tok).unwrap();
     let texts = store::caption_texts(data).unwrap();
     let layout = CaptionLayout { caption_len: 20, text_len: 26, regions: 6 };
-    let mut t = Scst::new(&pd, &tok, &texts, layout, 1, 5, 12).unwrap();
+    let mut t = Scst::new(&pd, &tok, &texts, layout, 1, 5, 12, true).unwrap();
     t.train_images.truncate(1);
     t.val_images = t.train_images.clone();
     t.beam_samples = beam;

@@ -45,19 +45,16 @@ fn baselines(rewards: &[f64], greedy: &[f64], samples: usize, sample: bool) -> V
         .collect()
 }
 
-/// The words the reward scores: the caption's PTB tokens and a final "<eos>", as Oscar's
-/// `ScstRewardCriterion._wrap_sentence` ends every candidate and reference (after dropping a final
-/// period) before CIDEr-D, so a caption is also rewarded for ending where the references do.
-fn reward_tokens(s: &str) -> Vec<String> {
+/// The words the reward scores: the caption's PTB tokens and, with `eos`, a final "<eos>", as
+/// Oscar's `ScstRewardCriterion._wrap_sentence` ends every candidate and reference (after dropping
+/// a final period) before CIDEr-D, so a caption is also rewarded for ending where the references
+/// do. Without it (`--scst-no-eos`) they are exactly what `score` and `eval` compute CIDEr-D over.
+fn reward_tokens(s: &str, eos: bool) -> Vec<String> {
     let mut t = tokenize(s);
-    t.push("<eos>".into());
+    if eos {
+        t.push("<eos>".into());
+    }
     t
-}
-
-/// The reward's words when the "<eos>" token is off (`--scst-no-eos`): exactly what `score` and
-/// `eval` compute CIDEr-D over.
-fn reward_tokens_no_eos(s: &str) -> Vec<String> {
-    tokenize(s)
 }
 
 pub struct Scst<'a> {
@@ -101,6 +98,7 @@ impl<'a> Scst<'a> {
         images: usize,
         samples: usize,
         max_gen_length: usize,
+        eos: bool,
     ) -> Result<Self> {
         layout.check()?;
         if samples < 1 {
@@ -109,7 +107,8 @@ impl<'a> Scst<'a> {
         if max_gen_length < 2 || max_gen_length > layout.caption_len {
             return Err(Error::Other(format!("--scst-max-gen-length {max_gen_length}: must be in 2..={} (--caption-len)", layout.caption_len)));
         }
-        let refs = Self::tokenised_refs(data, texts, true);
+        let refs: Vec<Vec<Vec<String>>> =
+            data.ids.iter().map(|id| texts.get(id).map(|v| v.iter().map(|c| reward_tokens(c, eos)).collect()).unwrap_or_default()).collect();
         let with = |split: &str| -> Vec<usize> { (0..data.images.len()).filter(|&i| data.images[i].1 == split && !refs[i].is_empty()).collect() };
         let (train_images, val_images) = (with("train"), with("val"));
         if train_images.is_empty() {
@@ -128,7 +127,7 @@ impl<'a> Scst<'a> {
             max_gen_length,
             sample_baseline: false,
             beam_samples: false,
-            eos: true,
+            eos,
             refs,
             cider,
             plans: RefCell::new(None),
@@ -156,25 +155,8 @@ impl<'a> Scst<'a> {
         (x, inputs)
     }
 
-    fn tokenised_refs(data: &PretrainData, texts: &std::collections::HashMap<String, Vec<String>>, eos: bool) -> Vec<Vec<Vec<String>>> {
-        let words = if eos { reward_tokens } else { reward_tokens_no_eos };
-        data.ids.iter().map(|id| texts.get(id).map(|v| v.iter().map(|c| words(c)).collect()).unwrap_or_default()).collect()
-    }
-
-    /// The reward without Oscar's final "<eos>" token: CIDEr-D over the words alone, as `score` and
-    /// `eval` compute it (document frequencies still from the training references).
-    pub fn without_eos(mut self, texts: &std::collections::HashMap<String, Vec<String>>) -> Self {
-        self.eos = false;
-        self.refs = Self::tokenised_refs(self.data, texts, false);
-        let train_refs: Vec<Vec<Vec<String>>> = self.train_images.iter().map(|&i| self.refs[i].clone()).collect();
-        self.cider = CiderD::new(&train_refs);
-        self
-    }
-
     fn reward(&self, im: usize, h: &Hypothesis) -> Result<f64> {
-        let text = self.tok.decode(&h.tokens)?;
-        let words = if self.eos { reward_tokens(&text) } else { reward_tokens_no_eos(&text) };
-        Ok(self.cider.score(&words, &self.refs[im]))
+        Ok(self.cider.score(&reward_tokens(&self.tok.decode(&h.tokens)?, self.eos), &self.refs[im]))
     }
 
     /// The predicted tokens of a hypothesis: its words, and [SEP] when it was produced.
@@ -375,18 +357,19 @@ mod tests {
 
     #[test]
     fn reward_words_end_with_eos_as_oscars_wrap_sentence() {
-        assert_eq!(reward_tokens("A red cube sits alone."), ["a", "red", "cube", "sits", "alone", "<eos>"]);
+        assert_eq!(reward_tokens("A red cube sits alone.", true), ["a", "red", "cube", "sits", "alone", "<eos>"]);
         // the "<eos>" n-grams reward stopping where a reference stops: running on past "alone"
         // scores less than stopping there
-        let refs: Vec<Vec<String>> = ["a red cube sits alone.", "a blue ball sits alone in the picture."].iter().map(|r| reward_tokens(r)).collect();
-        let cider = CiderD::new(&[refs.clone(), vec![reward_tokens("a dog and a cat.")]]);
-        let (stop, run_on) = (cider.score(&reward_tokens("a red cube sits alone"), &refs), cider.score(&reward_tokens("a red cube sits alone in"), &refs));
+        let refs: Vec<Vec<String>> = ["a red cube sits alone.", "a blue ball sits alone in the picture."].iter().map(|r| reward_tokens(r, true)).collect();
+        let cider = CiderD::new(&[refs.clone(), vec![reward_tokens("a dog and a cat.", true)]]);
+        let (stop, run_on) =
+            (cider.score(&reward_tokens("a red cube sits alone", true), &refs), cider.score(&reward_tokens("a red cube sits alone in", true), &refs));
         assert!(stop > run_on, "{stop} vs {run_on}");
     }
 
     #[test]
     fn reward_words_without_eos_are_the_metrics_words() {
-        assert_eq!(reward_tokens_no_eos("A red cube sits alone."), tokenize("A red cube sits alone."));
-        assert_eq!(reward_tokens_no_eos("A red cube sits alone.").last().map(String::as_str), Some("alone"));
+        assert_eq!(reward_tokens("A red cube sits alone.", false), tokenize("A red cube sits alone."));
+        assert_eq!(reward_tokens("A red cube sits alone.", false).last().map(String::as_str), Some("alone"));
     }
 }

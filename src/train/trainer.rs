@@ -213,12 +213,9 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
             let layout = tasks::caption::CaptionLayout { caption_len: a.caption_len, text_len: a.text_len, regions: a.regions };
             if a.scst {
                 let texts = crate::data::store::caption_texts(&data_dir)?;
-                let mut t = tasks::scst::Scst::new(&data, &tok, &texts, layout, a.batch_size, a.scst_samples, a.scst_max_gen_length)?;
+                let mut t = tasks::scst::Scst::new(&data, &tok, &texts, layout, a.batch_size, a.scst_samples, a.scst_max_gen_length, !a.scst_no_eos)?;
                 t.sample_baseline = a.scst_baseline == "sample";
                 t.beam_samples = a.scst_sampler == "beam";
-                if a.scst_no_eos {
-                    t = t.without_eos(&texts);
-                }
                 Box::new(t)
             } else {
                 Box::new(
