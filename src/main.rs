@@ -89,6 +89,10 @@ struct ScoreArgs {
     /// (or a COCO results list of {image_id, caption}).
     #[arg(long)]
     cands: PathBuf,
+    /// caption: also write image id -> {"ROUGE-L", "CIDEr"} (pycocoevalcap's per-image scores) to
+    /// this JSON file.
+    #[arg(long)]
+    per_image: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -248,7 +252,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Score(a) => {
-            println!("{}", vlp_engine::eval::score::score(&a.task, &a.refs, &a.cands)?);
+            println!("{}", vlp_engine::eval::score::score(&a.task, &a.refs, &a.cands, a.per_image.as_deref())?);
             Ok(())
         }
         Cmd::Convert(a) => {

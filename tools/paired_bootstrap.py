@@ -8,10 +8,14 @@ A and B are `eval --task caption` captions (id -> caption) over the same images.
 draws the images with replacement (the same draw for both systems), scores both with
 `vlp-engine score --task caption` (so document frequencies follow the resampled references, as
 pycocoevalcap's would) and records B - A. Prints the full-set scores, the mean and standard
-deviation of the difference and how many resamples have B above A.
+deviation of the difference and how many resamples have B above A. For CIDEr and ROUGE-L it also
+compares the systems image by image (`vlp-engine score --per-image`, the whole set's document
+frequencies): the mean per-image difference with its standard error, how many images B scores
+higher and lower, and a two-sided sign test over those.
 """
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -27,6 +31,25 @@ def score(binary, refs, cands, metric):
                 json.dump(obj, f)
         out = subprocess.run([binary, "score", "--task", "caption", "--refs", r, "--cands", c], check=True, capture_output=True, text=True).stdout
         return json.loads(out)[metric]
+
+
+def per_image(binary, refs, cands, metric):
+    with tempfile.TemporaryDirectory() as d:
+        r, c, p = (os.path.join(d, f) for f in ("refs.json", "cands.json", "per_image.json"))
+        for path, obj in ((r, refs), (c, cands)):
+            with open(path, "w") as f:
+                json.dump(obj, f)
+        subprocess.run([binary, "score", "--task", "caption", "--refs", r, "--cands", c, "--per-image", p], check=True, capture_output=True, text=True)
+        return {i: v[metric] for i, v in json.load(open(p)).items()}
+
+
+def sign_test(up, down):
+    """Two-sided binomial sign test: how likely so lopsided a split of the changed images is if
+    B and A were equally likely to win each."""
+    n, k = up + down, max(up, down)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, j) for j in range(k, n + 1)) / 2**n)
 
 
 def main():
@@ -54,6 +77,21 @@ def main():
         raise SystemExit(f"{len(missing)} captioned ids have no references in {args.store}, e.g. {sorted(missing)[0]}")
     ids = sorted(a)
     full = (score(args.bin, refs, a, args.metric), score(args.bin, refs, b, args.metric))
+    if args.metric in ("CIDEr", "ROUGE-L"):
+        # per image, with the whole set's document frequencies (`score --per-image`): the mean
+        # difference and its standard error, and a sign test over the images whose score changed
+        pa, pb = per_image(args.bin, refs, a, args.metric), per_image(args.bin, refs, b, args.metric)
+        d = [pb[i] - pa[i] for i in ids]
+        up, down = sum(x > 0 for x in d), sum(x < 0 for x in d)
+        paired = {
+            "per_image_mean_diff": round(statistics.mean(d), 4),
+            "per_image_se": round(statistics.stdev(d) / math.sqrt(len(d)), 4),
+            "images_B_better": up,
+            "images_B_worse": down,
+            "sign_test_p": float(f"{sign_test(up, down):.2g}"),
+        }
+    else:
+        paired = {}
     rng = random.Random(args.seed)
     diffs = []
     for _ in range(args.resamples):
@@ -68,9 +106,12 @@ def main():
         "A": round(full[0], 4),
         "B": round(full[1], 4),
         "B_minus_A": round(full[1] - full[0], 4),
-        "bootstrap_mean": round(statistics.mean(diffs), 4),
-        "bootstrap_sd": round(statistics.stdev(diffs), 4),
-        "B_above_A": f"{sum(d > 0 for d in diffs)}/{len(diffs)}",
+        **({
+            "bootstrap_mean": round(statistics.mean(diffs), 4),
+            "bootstrap_sd": round(statistics.stdev(diffs), 4),
+            "B_above_A": f"{sum(d > 0 for d in diffs)}/{len(diffs)}",
+        } if len(diffs) > 1 else {}),
+        **paired,
     }))
 
 

@@ -268,13 +268,28 @@ pub fn score_caption(refs: &Path, cands: &Path) -> Result<CaptionScores> {
     caption::caption_scores(&r, &pairs)
 }
 
-/// The `score` command: one JSON object for `task` (`vqa` or `caption`).
-pub fn score(task: &str, refs: &Path, cands: &Path) -> Result<Value> {
+/// The `score` command: one JSON object for `task` (`vqa` or `caption`). With `per_image`
+/// (captions only) it also writes image id -> {"ROUGE-L", "CIDEr"} there, in the references'
+/// order, for paired tests between two systems (`tools/paired_bootstrap.py --per-image`).
+pub fn score(task: &str, refs: &Path, cands: &Path, per_image: Option<&Path>) -> Result<Value> {
     let json = |v: std::result::Result<Value, serde_json::Error>| v.map_err(|e| Error::Other(e.to_string()));
-    match task {
-        "vqa" => json(serde_json::to_value(score_vqa(refs, cands)?)),
-        "caption" => json(serde_json::to_value(score_caption(refs, cands)?)),
-        t => Err(Error::Other(format!("score: unknown task '{t}' (expected vqa or caption)"))),
+    match (task, per_image) {
+        ("vqa", None) => json(serde_json::to_value(score_vqa(refs, cands)?)),
+        ("vqa", Some(_)) => Err(Error::Other("score: --per-image is for --task caption (per-image ROUGE-L and CIDEr)".into())),
+        ("caption", _) => {
+            let s = score_caption(refs, cands)?;
+            if let Some(out) = per_image {
+                let ids = read_caption_refs(refs)?;
+                let mut m = serde_json::Map::new();
+                for (i, (id, _)) in ids.iter().enumerate() {
+                    m.insert(id.clone(), serde_json::json!({"ROUGE-L": s.rouge_l_per_image[i], "CIDEr": s.cider_per_image[i]}));
+                }
+                let text = serde_json::to_string_pretty(&Value::Object(m)).map_err(|e| Error::Other(e.to_string()))?;
+                crate::util::atomic_write(out, text.as_bytes()).map_err(|e| err(out, e))?;
+            }
+            json(serde_json::to_value(s))
+        }
+        (t, _) => Err(Error::Other(format!("score: unknown task '{t}' (expected vqa or caption)"))),
     }
 }
 
@@ -293,6 +308,10 @@ mod tests {
         std::fs::write(&p, body).unwrap();
         p
     }
+    fn msg2(r: Result<Value>) -> String {
+        r.unwrap_err().to_string()
+    }
+
     fn msg(r: Result<VqaScore>) -> String {
         r.unwrap_err().to_string()
     }
@@ -312,7 +331,7 @@ mod tests {
         let mean = 100.0 * refs.iter().map(|(id, _)| expected[id]).sum::<f64>() / refs.len() as f64;
         assert_eq!(s.questions, refs.len());
         assert!((s.accuracy - mean).abs() < 1e-9, "{} vs {mean}", s.accuracy);
-        let v = score("vqa", &fixture("vqa_refs.json"), &fixture("vqa_cands.json")).unwrap();
+        let v = score("vqa", &fixture("vqa_refs.json"), &fixture("vqa_cands.json"), None).unwrap();
         assert!(v["accuracy"].is_f64());
         // the official file layouts give the same number
         let s2 = score_vqa(&fixture("vqa_v2_annotations.json"), &fixture("vqa_results.json")).unwrap();
@@ -346,7 +365,8 @@ mod tests {
         assert!(m.contains("r5.json") && m.contains("annotations[0] (question '4'): no answers"), "{m}");
         let missing = refs.with_file_name("missing.json");
         assert!(msg(score_vqa(&missing, &refs)).contains("missing.json"));
-        assert!(score("gqa", &refs, &refs).is_err());
+        assert!(score("gqa", &refs, &refs, None).is_err());
+        assert!(msg2(score("vqa", &refs, &refs, Some(&refs.with_file_name("p.json")))).contains("--per-image is for --task caption"));
         // numbers and strings name the same id
         let s = score_vqa(&refs, &tmp("c7.json", r#"[{"question_id": 1, "answer": "yes"}, {"question_id": "2", "answer": "no"}]"#)).unwrap();
         // "1": each of the 2 answers leaves 1 match: 1/3; "2": 1 answer leaves none: 0

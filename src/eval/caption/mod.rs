@@ -106,6 +106,13 @@ pub struct CaptionScores {
     #[serde(rename = "CIDEr")]
     pub cider: f64,
     pub images: usize,
+    /// Per image, in the order of the references: pycocoevalcap's `Rouge().compute_score` and
+    /// `Cider().compute_score` second values (the corpus numbers are their means). Not in the
+    /// JSON summary; `score --per-image` writes them.
+    #[serde(skip)]
+    pub rouge_l_per_image: Vec<f64>,
+    #[serde(skip)]
+    pub cider_per_image: Vec<f64>,
 }
 
 /// pycocoevalcap's BLEU-1..4, ROUGE-L and CIDEr(-D) of `cands` (image id, caption) against `refs`
@@ -154,9 +161,9 @@ pub fn scores_of_lines(refs: &[Vec<String>], cands: &[String]) -> CaptionScores 
     let b = bleu::bleu(&ref_words, &cand_words);
     let ref_toks: Vec<Vec<Vec<String>>> = refs.iter().map(|r| r.iter().map(|l| rouge_tokens(l)).collect()).collect();
     let cand_toks: Vec<Vec<String>> = cands.iter().map(|l| rouge_tokens(l)).collect();
-    let (rouge_l, _) = rouge::rouge_l(&ref_toks, &cand_toks);
-    let (cider, _) = cider_d(&ref_words, &cand_words);
-    CaptionScores { bleu1: b[0], bleu2: b[1], bleu3: b[2], bleu4: b[3], rouge_l, cider, images: cands.len() }
+    let (rouge_l, rouge_l_per_image) = rouge::rouge_l(&ref_toks, &cand_toks);
+    let (cider, cider_per_image) = cider_d(&ref_words, &cand_words);
+    CaptionScores { bleu1: b[0], bleu2: b[1], bleu3: b[2], bleu4: b[3], rouge_l, cider, images: cands.len(), rouge_l_per_image, cider_per_image }
 }
 
 #[cfg(test)]

@@ -153,7 +153,9 @@ fn scores_match_pycocoevalcap() {
             let per = &e["exact"]["per_image"][id];
             let r = rouge::image_rouge_l(&rouge_tokens(&want_cands[i]), &want_refs[i].iter().map(|l| rouge_tokens(l)).collect::<Vec<_>>());
             let c = cider.score(&py_split(&want_cands[i]), &ref_words[i]);
-            for (k, got, want) in [(4, r, exact(&per["ROUGE-L"])), (5, c, exact(&per["CIDEr"]))] {
+            let (rt, ct) = (from_text.rouge_l_per_image[i], from_text.cider_per_image[i]);
+            for (k, got, want) in [(4, r, exact(&per["ROUGE-L"])), (5, c, exact(&per["CIDEr"])), (4, rt, exact(&per["ROUGE-L"])), (5, ct, exact(&per["CIDEr"]))]
+            {
                 worst_image[k] = worst_image[k].max((got - want).abs());
                 assert!((got - want).abs() <= TOL, "{name} image {id} {}: ours {got}, pycocoevalcap {want}", METRICS[k]);
             }
@@ -182,13 +184,29 @@ fn score_command_reads_both_layouts() {
     // the COCO annotations / results layout of the same set gives the same numbers
     let coco = score::score_caption(&fixture("coco_refs.json"), &fixture("coco_cands.json")).unwrap();
     assert_eq!(s, coco);
-    let v = score::score("caption", &fixture("coco_refs.json"), &fixture("coco_cands.json")).unwrap();
+    let out = std::env::temp_dir().join(format!("vlp-per-image-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&out);
+    let v = score::score("caption", &fixture("coco_refs.json"), &fixture("coco_cands.json"), Some(&out)).unwrap();
     let e = set("basic").expected;
     for m in METRICS {
         assert!((v[m].as_f64().unwrap() - e[m].as_f64().unwrap()).abs() <= TOL, "{m}");
     }
     assert_eq!(v["images"], 8);
     assert_eq!(v.as_object().unwrap().len(), 7);
+    // --per-image: pycocoevalcap's per-image ROUGE-L and CIDEr for every image, and their means
+    // are the corpus numbers
+    let per: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let per = per.as_object().unwrap();
+    assert_eq!(per.len(), 8);
+    for m in ["ROUGE-L", "CIDEr"] {
+        for (id, want) in e["exact"]["per_image"].as_object().unwrap() {
+            let got = per[id.as_str()][m].as_f64().unwrap();
+            assert!((got - exact(&want[m])).abs() <= TOL, "image {id} {m}: {got} vs {}", want[m]);
+        }
+        let mean = per.values().map(|x| x[m].as_f64().unwrap()).sum::<f64>() / 8.0;
+        assert!((mean - v[m].as_f64().unwrap()).abs() < 1e-12, "{m}");
+    }
+    let _ = std::fs::remove_file(&out);
 }
 
 fn tmp(name: &str, body: &str) -> PathBuf {
