@@ -277,6 +277,10 @@ pub fn score(task: &str, refs: &Path, cands: &Path, per_image: Option<&Path>) ->
         ("vqa", None) => json(serde_json::to_value(score_vqa(refs, cands)?)),
         ("vqa", Some(_)) => Err(Error::Other("score: --per-image is for --task caption (per-image ROUGE-L and CIDEr)".into())),
         ("caption", _) => {
+            let same = |a: &Path, b: &Path| a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+            if let Some(out) = per_image.filter(|o| same(o, refs) || same(o, cands)) {
+                return Err(err(out, "--per-image would overwrite an input file (--refs or --cands); name another file"));
+            }
             let s = score_caption(refs, cands)?;
             if let Some(out) = per_image {
                 let ids = read_caption_refs(refs)?;
@@ -367,6 +371,9 @@ mod tests {
         assert!(msg(score_vqa(&missing, &refs)).contains("missing.json"));
         assert!(score("gqa", &refs, &refs, None).is_err());
         assert!(msg2(score("vqa", &refs, &refs, Some(&refs.with_file_name("p.json")))).contains("--per-image is for --task caption"));
+        let before = std::fs::read_to_string(&refs).unwrap();
+        assert!(msg2(score("caption", &refs, &refs, Some(&refs))).contains("would overwrite an input file"));
+        assert_eq!(std::fs::read_to_string(&refs).unwrap(), before);
         // numbers and strings name the same id
         let s = score_vqa(&refs, &tmp("c7.json", r#"[{"question_id": 1, "answer": "yes"}, {"question_id": "2", "answer": "no"}]"#)).unwrap();
         // "1": each of the 2 answers leaves 1 match: 1/3; "2": 1 answer leaves none: 0
