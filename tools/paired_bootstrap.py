@@ -23,24 +23,19 @@ import subprocess
 import tempfile
 
 
-def score(binary, refs, cands, metric):
-    with tempfile.TemporaryDirectory() as d:
-        r, c = os.path.join(d, "refs.json"), os.path.join(d, "cands.json")
-        for path, obj in ((r, refs), (c, cands)):
-            with open(path, "w") as f:
-                json.dump(obj, f)
-        out = subprocess.run([binary, "score", "--task", "caption", "--refs", r, "--cands", c], check=True, capture_output=True, text=True).stdout
-        return json.loads(out)[metric]
-
-
-def per_image(binary, refs, cands, metric):
+def score(binary, refs, cands, metric, per_image=False):
+    """`vlp-engine score --task caption`'s `metric`; with per_image, also {id: that image's metric}
+    (`--per-image`, the whole set's document frequencies), from the same run."""
     with tempfile.TemporaryDirectory() as d:
         r, c, p = (os.path.join(d, f) for f in ("refs.json", "cands.json", "per_image.json"))
         for path, obj in ((r, refs), (c, cands)):
             with open(path, "w") as f:
                 json.dump(obj, f)
-        subprocess.run([binary, "score", "--task", "caption", "--refs", r, "--cands", c, "--per-image", p], check=True, capture_output=True, text=True)
-        return {i: v[metric] for i, v in json.load(open(p)).items()}
+        cmd = [binary, "score", "--task", "caption", "--refs", r, "--cands", c] + (["--per-image", p] if per_image else [])
+        out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)[metric]
+        if not per_image:
+            return out
+        return out, {i: v[metric] for i, v in json.load(open(p)).items()}
 
 
 def sign_test(up, down):
@@ -76,11 +71,12 @@ def main():
     if missing:
         raise SystemExit(f"{len(missing)} captioned ids have no references in {args.store}, e.g. {sorted(missing)[0]}")
     ids = sorted(a)
-    full = (score(args.bin, refs, a, args.metric), score(args.bin, refs, b, args.metric))
+    paired = {}
     if args.metric in ("CIDEr", "ROUGE-L"):
         # per image, with the whole set's document frequencies (`score --per-image`): the mean
         # difference and its standard error, and a sign test over the images whose score changed
-        pa, pb = per_image(args.bin, refs, a, args.metric), per_image(args.bin, refs, b, args.metric)
+        (fa, pa), (fb, pb) = score(args.bin, refs, a, args.metric, True), score(args.bin, refs, b, args.metric, True)
+        full = (fa, fb)
         d = [pb[i] - pa[i] for i in ids]
         up, down = sum(x > 0 for x in d), sum(x < 0 for x in d)
         paired = {
@@ -91,7 +87,7 @@ def main():
             "sign_test_p": float(f"{sign_test(up, down):.2g}"),
         }
     else:
-        paired = {}
+        full = (score(args.bin, refs, a, args.metric), score(args.bin, refs, b, args.metric))
     rng = random.Random(args.seed)
     diffs = []
     for _ in range(args.resamples):

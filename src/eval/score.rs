@@ -261,16 +261,22 @@ pub fn score_vqa(refs: &Path, cands: &Path) -> Result<VqaScore> {
 
 /// `score --task caption`: pycocoevalcap's BLEU-1..4, ROUGE-L and CIDEr of CANDS against REFS.
 pub fn score_caption(refs: &Path, cands: &Path) -> Result<CaptionScores> {
+    Ok(score_caption_ids(refs, cands)?.1)
+}
+
+/// `score_caption`, and the image ids in REFS' order (that of the per-image scores).
+fn score_caption_ids(refs: &Path, cands: &Path) -> Result<(Vec<String>, CaptionScores)> {
     let r = read_caption_refs(refs)?;
     let c = read_caption_cands(cands)?;
     same_ids(refs, cands, "image", "caption", &r.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), &c)?;
     let pairs: Vec<(String, String)> = r.iter().map(|(id, _)| (id.clone(), c[id].clone())).collect();
-    caption::caption_scores(&r, &pairs)
+    let s = caption::caption_scores(&r, &pairs)?;
+    Ok((r.into_iter().map(|(id, _)| id).collect(), s))
 }
 
 /// The `score` command: one JSON object for `task` (`vqa` or `caption`). With `per_image`
 /// (captions only) it also writes image id -> {"ROUGE-L", "CIDEr"} there, in the references'
-/// order, for paired tests between two systems (`tools/paired_bootstrap.py --per-image`).
+/// order, for paired tests between two systems (`tools/paired_bootstrap.py`).
 pub fn score(task: &str, refs: &Path, cands: &Path, per_image: Option<&Path>) -> Result<Value> {
     let json = |v: std::result::Result<Value, serde_json::Error>| v.map_err(|e| Error::Other(e.to_string()));
     match (task, per_image) {
@@ -281,11 +287,10 @@ pub fn score(task: &str, refs: &Path, cands: &Path, per_image: Option<&Path>) ->
             if let Some(out) = per_image.filter(|o| same(o, refs) || same(o, cands)) {
                 return Err(err(out, "--per-image would overwrite an input file (--refs or --cands); name another file"));
             }
-            let s = score_caption(refs, cands)?;
+            let (ids, s) = score_caption_ids(refs, cands)?;
             if let Some(out) = per_image {
-                let ids = read_caption_refs(refs)?;
                 let mut m = serde_json::Map::new();
-                for (i, (id, _)) in ids.iter().enumerate() {
+                for (i, id) in ids.iter().enumerate() {
                     m.insert(id.clone(), serde_json::json!({"ROUGE-L": s.rouge_l_per_image[i], "CIDEr": s.cider_per_image[i]}));
                 }
                 let text = serde_json::to_string_pretty(&Value::Object(m)).map_err(|e| Error::Other(e.to_string()))?;
@@ -312,11 +317,7 @@ mod tests {
         std::fs::write(&p, body).unwrap();
         p
     }
-    fn msg2(r: Result<Value>) -> String {
-        r.unwrap_err().to_string()
-    }
-
-    fn msg(r: Result<VqaScore>) -> String {
+    fn msg<T: std::fmt::Debug>(r: Result<T>) -> String {
         r.unwrap_err().to_string()
     }
 
@@ -370,9 +371,9 @@ mod tests {
         let missing = refs.with_file_name("missing.json");
         assert!(msg(score_vqa(&missing, &refs)).contains("missing.json"));
         assert!(score("gqa", &refs, &refs, None).is_err());
-        assert!(msg2(score("vqa", &refs, &refs, Some(&refs.with_file_name("p.json")))).contains("--per-image is for --task caption"));
+        assert!(msg(score("vqa", &refs, &refs, Some(&refs.with_file_name("p.json")))).contains("--per-image is for --task caption"));
         let before = std::fs::read_to_string(&refs).unwrap();
-        assert!(msg2(score("caption", &refs, &refs, Some(&refs))).contains("would overwrite an input file"));
+        assert!(msg(score("caption", &refs, &refs, Some(&refs))).contains("would overwrite an input file"));
         assert_eq!(std::fs::read_to_string(&refs).unwrap(), before);
         // numbers and strings name the same id
         let s = score_vqa(&refs, &tmp("c7.json", r#"[{"question_id": 1, "answer": "yes"}, {"question_id": "2", "answer": "no"}]"#)).unwrap();
