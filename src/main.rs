@@ -347,6 +347,9 @@ fn train(opts: &GpuOptions, a: vlp_engine::train::TrainArgs) -> Result<()> {
     if let Some(e) = &s.eval {
         println!("validation: {}", e.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", "));
     }
+    if let Some(b) = &s.best {
+        println!("best: {} {:.4} at step {} | model {}", b.metric, b.value, b.step, vlp_engine::train::best::KeepBest::dir(&a.out).display());
+    }
     println!(
         "throughput {:.1} sequences/s | metrics {}/metrics.jsonl, plot {}/loss.png, model {}/model",
         s.seq_per_s,

@@ -87,7 +87,7 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
-/// Removes `atomic_write`'s temporary files (`.NAME.tmp<PID>`) in `dir` whose process is gone
+/// Removes `atomic_write`'s temporary files (`.NAME.tmp<PID>`, files or staged dirs) in `dir` whose process is gone
 /// (a SIGKILL or a crash mid-write); returns what it removed.
 pub fn remove_stale_temps(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut removed = Vec::new();
@@ -97,7 +97,16 @@ pub fn remove_stale_temps(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         let Some(name) = name.to_str() else { continue };
         let Some((_, pid)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp")) else { continue };
         let Ok(pid) = pid.parse::<u32>() else { continue };
-        if e.file_type().is_ok_and(|t| t.is_file()) && !process_alive(pid) && std::fs::remove_file(e.path()).is_ok() {
+        if process_alive(pid) {
+            continue;
+        }
+        // a staged directory (`--keep-best`'s .best.tmp<PID>) as well as a file
+        let gone = match e.file_type() {
+            Ok(t) if t.is_file() => std::fs::remove_file(e.path()).is_ok(),
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(e.path()).is_ok(),
+            _ => false,
+        };
+        if gone {
             removed.push(e.path());
         }
     }

@@ -161,6 +161,11 @@ fn a_tiny_captioner_trains_decodes_scores_and_runs_self_critical_steps() {
         eval_every: 3,
         ..args(&data, &d.join("scst"), 3)
     };
+    // careless --keep-best: a metric SCST's evaluation lacks, or no evaluations at all
+    let e = train(&gpu, &TrainArgs { keep_best: Some("val_accuracy".into()), ..sc.clone() }).unwrap_err().to_string();
+    assert!(e.contains("--keep-best val_accuracy") && e.contains("reports val_cider_d"), "{e}");
+    let e = train(&gpu, &TrainArgs { keep_best: Some("val_cider_d".into()), eval_every: 0, ..sc.clone() }).unwrap_err().to_string();
+    assert!(e.contains("--keep-best val_cider_d") && e.contains("--eval-every 0"), "{e}");
     let s = train(&gpu, &sc).unwrap();
     assert!(s.losses.iter().all(|(_, l, _)| l.is_finite()));
     let lines: Vec<serde_json::Value> =
@@ -176,6 +181,7 @@ fn a_tiny_captioner_trains_decodes_scores_and_runs_self_critical_steps() {
     // the gradient pass is that of the expected reward: on one image, whose references fix the
     // optimum, 100 self-critical steps raise the mean reward of the samples
     let rewards = one_image_scst(&gpu, &data, &model, &d.join("scst1"), 100, 1e-3, false);
+    keeps_the_best_evaluation(&d.join("scst1"));
     let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
     let (first, last) = (mean(&rewards[..20]), mean(&rewards[80..]));
     eprintln!("one-image SCST, mean sample reward: steps 1-20 {first:.3}, 81-100 {last:.3}");
@@ -190,7 +196,8 @@ fn a_tiny_captioner_trains_decodes_scores_and_runs_self_critical_steps() {
 }
 
 /// Self-critical training on the store's first training image only (5 samples a step, or the 5
-/// best of a beam search); the mean reward of each step's captions.
+/// best of a beam search); the mean reward of each step's captions. Sampled runs also evaluate
+/// every 20 steps and keep the best model (`--keep-best val_cider_d`).
 fn one_image_scst(gpu: &Gpu, data: &Path, model: &Path, out: &Path, steps: usize, lr: f32, beam: bool) -> Vec<f64> {
     let tok = Tok::load(&data.join("tokenizer.json")).unwrap();
     let cfg = Config::load(&model.join("config.json").display().to_string()).unwrap();
@@ -210,7 +217,8 @@ fn one_image_scst(gpu: &Gpu, data: &Path, model: &Path, out: &Path, steps: usize
         warmup: 0,
         lr,
         log_every: 1,
-        eval_every: 0,
+        eval_every: if beam { 0 } else { 20 },
+        keep_best: (!beam).then(|| "val_cider_d".into()),
         ..args(data, out, steps)
     };
     trainer::run(gpu, &a, &cfg, &t.head(&cfg), &t, &tok, Some(&model.join("model.safetensors"))).unwrap();
@@ -218,4 +226,29 @@ fn one_image_scst(gpu: &Gpu, data: &Path, model: &Path, out: &Path, steps: usize
     let r: Vec<f64> = lines.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["reward"].as_f64().unwrap()).collect();
     assert_eq!(r.len(), steps, "{lines}");
     r
+}
+
+/// OUT/best of a `--keep-best val_cider_d` run is a whole model directory holding the evaluation
+/// (the start's included) with the highest validation CIDEr-D.
+fn keeps_the_best_evaluation(out: &Path) {
+    let best: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("best/best.json")).unwrap()).unwrap();
+    let (step, value) = (best["step"].as_u64().unwrap(), best["value"].as_f64().unwrap());
+    let evals: Vec<(u64, f64)> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| Some((v["step"].as_u64()?, v["val_cider_d"].as_f64()?)))
+        .collect();
+    assert_eq!(evals.iter().map(|e| e.0).collect::<Vec<_>>(), [20, 40, 60, 80, 100], "evaluations every 20 steps");
+    assert!(evals.iter().all(|e| e.1 <= value + 1e-6), "best {value} at step {step}; evaluations {evals:?}");
+    assert!(step > 0, "100 steps on the one validation image beat the start: best {value} at step {step}; {evals:?}");
+    {
+        let at = evals.iter().find(|e| e.0 == step).expect("the best step is an evaluation");
+        assert!((at.1 - value).abs() < 1e-6, "{at:?} vs {value}");
+    }
+    let meta = safetensors::SafeTensors::read_metadata(&std::fs::read(out.join("best/model.safetensors")).unwrap()).unwrap().1;
+    assert_eq!(meta.metadata().as_ref().and_then(|m| m.get("step")).map(String::as_str), Some(step.to_string().as_str()));
+    for f in ["config.json", "head.json", "tokenizer.json", "caption.json"] {
+        assert!(out.join("best").join(f).exists(), "best/{f}");
+    }
 }

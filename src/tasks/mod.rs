@@ -26,6 +26,11 @@ pub trait Task {
     fn train_batch(&self, rng: &mut Rng) -> Result<Batch>;
     /// The batch the trainer asks for: `train_batch`, unless the task's batches come from the
     /// model itself (self-critical training samples captions with the current parameters).
+    /// Builds what the task plans over the parameters (SCST's decoders), before the first step
+    /// or evaluation; calling it again does nothing.
+    fn prepare(&self, _gpu: &Gpu, _c: &Config, _params: &ParamSet) -> Result<()> {
+        Ok(())
+    }
     fn train_batch_on(&self, _gpu: &Gpu, _c: &Config, _params: &ParamSet, rng: &mut Rng) -> Result<Batch> {
         self.train_batch(rng)
     }

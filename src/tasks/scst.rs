@@ -243,7 +243,7 @@ impl Task for Scst<'_> {
     fn train_batch(&self, _: &mut Rng) -> Result<Batch> {
         Err(Error::Other("self-critical batches are sampled from the model (train_batch_on)".into()))
     }
-    fn train_batch_on(&self, gpu: &Gpu, c: &Config, params: &ParamSet, rng: &mut Rng) -> Result<Batch> {
+    fn prepare(&self, gpu: &Gpu, c: &Config, params: &ParamSet) -> Result<()> {
         let mut plans = self.plans.borrow_mut();
         if plans.is_none() {
             let d = |batch| DecodeShape { batch, tags: self.layout.tag_slots(), regions: self.layout.regions, caption: self.max_gen_length };
@@ -252,7 +252,12 @@ impl Task for Scst<'_> {
                 greedy: Decode::new(gpu, c, params, d(self.images), self.tok.mask, Precision::F32)?,
             });
         }
-        let plans = plans.as_mut().unwrap();
+        Ok(())
+    }
+    fn train_batch_on(&self, gpu: &Gpu, c: &Config, params: &ParamSet, rng: &mut Rng) -> Result<Batch> {
+        self.prepare(gpu, c, params)?;
+        let mut plans = self.plans.borrow_mut();
+        let plans = plans.as_mut().expect("prepared");
         let ims: Vec<usize> = (0..self.images).map(|_| self.train_images[rng.below(self.train_images.len())]).collect();
         let base = self.greedy(gpu, c, plans, &ims)?;
         let (x, inputs) = self.context(&ims, self.samples);

@@ -138,6 +138,11 @@ pub struct TrainArgs {
     pub eval_every: usize,
     #[arg(long, default_value_t = 4)]
     pub eval_batches: usize,
+    /// Keep OUT/best: the model of the evaluation (the starting one included) with the best value
+    /// of this metric, e.g. val_cider_d (SCST), val_accuracy; a metric ending in "loss" is better
+    /// lower. Oscar selects its captioner by validation CIDEr this way.
+    #[arg(long, value_name = "METRIC")]
+    pub keep_best: Option<String>,
     #[arg(long, default_value_t = 100)]
     pub save_every: usize,
     #[arg(long, default_value_t = 10)]
@@ -177,4 +182,94 @@ impl Default for TrainArgs {
         }
         <Wrap as clap::Parser>::parse_from(["train"]).a
     }
+}
+
+/// The flags that make a run the same run: written into each training checkpoint and compared by
+/// `--resume` (with --seed and the model config, checked apart).
+pub fn run_flags(a: &TrainArgs) -> Vec<(&'static str, String)> {
+    let precision = match a.precision {
+        Precision::F32 => "f32",
+        Precision::F16 => "f16",
+    };
+    let mut flags = vec![
+        ("--task", a.task.clone()),
+        ("--steps", a.steps.to_string()),
+        ("--batch-size", a.batch_size.to_string()),
+        ("--grad-accum", a.grad_accum.to_string()),
+        ("--text-len", a.text_len.to_string()),
+        ("--regions", a.regions.to_string()),
+        ("--precision", precision.to_string()),
+        ("--lr", a.lr.to_string()),
+        ("--warmup", a.warmup_steps().to_string()),
+        ("--weight-decay", a.weight_decay.to_string()),
+        ("--max-grad-norm", a.max_grad_norm.to_string()),
+        ("--three-way", a.three_way.to_string()),
+        ("--no-tags", a.no_tags.to_string()),
+        ("--head-dropout", a.head_dropout.to_string()),
+    ];
+    if a.task == "nlvr2" {
+        flags.push(("--pair-scale", a.pair_scale.to_string()));
+        flags.push(("--pair-tags", a.pair_tags.to_string()));
+    }
+    if a.task == "caption" {
+        flags.push(("--caption-len", a.caption_len.to_string()));
+        flags.push(("--label-smoothing", a.label_smoothing.to_string()));
+        flags.push(("--mask-tag-words", a.mask_tag_words.to_string()));
+        flags.push(("--scst", a.scst.to_string()));
+        if a.scst {
+            flags.push(("--scst-samples", a.scst_samples.to_string()));
+            flags.push(("--scst-baseline", a.scst_baseline.clone()));
+            flags.push(("--scst-sampler", a.scst_sampler.clone()));
+            flags.push(("--scst-max-gen-length", a.scst_max_gen_length.to_string()));
+            flags.push(("--scst-no-eos", a.scst_no_eos.to_string()));
+        }
+    }
+    flags
+}
+
+/// Flag values that cannot make a sensible run, refused before anything is read or written.
+pub fn check_flags(a: &TrainArgs) -> crate::Result<()> {
+    let bad = |flag: &str, v: &dyn std::fmt::Display, why: &str| Err(crate::Error::Other(format!("{flag} {v}: {why}")));
+    for (flag, v) in [("--steps", a.steps), ("--batch-size", a.batch_size), ("--grad-accum", a.grad_accum)] {
+        if v == 0 {
+            return bad(flag, &v, "must be at least 1");
+        }
+    }
+    if !(a.lr.is_finite() && a.lr > 0.0) {
+        return bad("--lr", &a.lr, "the learning rate must be a finite number > 0");
+    }
+    if !(a.weight_decay.is_finite() && a.weight_decay >= 0.0) {
+        return bad("--weight-decay", &a.weight_decay, "must be a finite number >= 0");
+    }
+    if a.max_grad_norm.is_nan() {
+        return bad("--max-grad-norm", &a.max_grad_norm, "must be a number (<= 0 turns clipping off)");
+    }
+    if a.warmup_steps() > a.steps {
+        return bad("--warmup", &a.warmup, &format!("longer than the run (--steps {}); the learning rate would never reach --lr", a.steps));
+    }
+    if let (Some(m), 0) = (&a.keep_best, a.eval_every) {
+        return Err(crate::Error::Other(format!("--keep-best {m} selects among the evaluations, but --eval-every 0 turns them off")));
+    }
+    // NLVR2's flags elsewhere would be silently ignored
+    if a.task != "nlvr2" {
+        let d = TrainArgs::default();
+        if let Some((flag, _)) = [("--pair-tags", a.pair_tags != d.pair_tags), ("--pair-scale", a.pair_scale != d.pair_scale)].iter().find(|g| g.1) {
+            return Err(crate::Error::Other(format!("{flag} is an NLVR2 flag (the pair head): it needs --task nlvr2, not --task {}", a.task)));
+        }
+    }
+    // a self-critical flag without --scst would quietly train with cross-entropy instead
+    if !a.scst {
+        let d = TrainArgs::default();
+        let given = [
+            ("--scst-samples", a.scst_samples != d.scst_samples),
+            ("--scst-baseline", a.scst_baseline != d.scst_baseline),
+            ("--scst-sampler", a.scst_sampler != d.scst_sampler),
+            ("--scst-max-gen-length", a.scst_max_gen_length != d.scst_max_gen_length),
+            ("--scst-no-eos", a.scst_no_eos != d.scst_no_eos),
+        ];
+        if let Some((flag, _)) = given.iter().find(|g| g.1) {
+            return Err(crate::Error::Other(format!("{flag} is a self-critical training flag: add --scst (and --task caption --init CAPTION_MODEL)")));
+        }
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod args;
 pub mod bench;
 pub mod bench_decode;
+pub mod best;
 pub mod optim;
 pub mod plot;
 pub mod scaler;

@@ -3,7 +3,8 @@
 //! and atomic checkpoints that resume bit for bit (batches and dropout masks are functions of
 //! (seed, step, micro-batch), and every kernel sums in a fixed order). What is trained comes from
 //! the task (`tasks::Task`): its batches, its head, its metrics.
-use super::args::TrainArgs;
+use super::args::{check_flags, run_flags, TrainArgs};
+use super::best::{Best, KeepBest};
 use super::optim::Optimizer;
 use super::scaler::{LossScaler, MIN_SCALE};
 use super::{plot, schedule, state};
@@ -35,6 +36,8 @@ pub struct Summary {
     pub eval: Option<BTreeMap<String, f32>>,
     pub seq_per_s: f64,
     pub params: usize,
+    /// With --keep-best: the evaluation OUT/best holds.
+    pub best: Option<Best>,
 }
 
 /// SplitMix of (seed, a, b): independent streams for data, dropout and evaluation.
@@ -68,93 +71,6 @@ fn init_source(a: &TrainArgs) -> (Option<PathBuf>, String) {
     }
 }
 
-/// The flags that make a run the same run: written into each training checkpoint and compared by
-/// `--resume` (with --seed and the model config, checked apart).
-pub fn run_flags(a: &TrainArgs) -> Vec<(&'static str, String)> {
-    let precision = match a.precision {
-        Precision::F32 => "f32",
-        Precision::F16 => "f16",
-    };
-    let mut flags = vec![
-        ("--task", a.task.clone()),
-        ("--steps", a.steps.to_string()),
-        ("--batch-size", a.batch_size.to_string()),
-        ("--grad-accum", a.grad_accum.to_string()),
-        ("--text-len", a.text_len.to_string()),
-        ("--regions", a.regions.to_string()),
-        ("--precision", precision.to_string()),
-        ("--lr", a.lr.to_string()),
-        ("--warmup", a.warmup_steps().to_string()),
-        ("--weight-decay", a.weight_decay.to_string()),
-        ("--max-grad-norm", a.max_grad_norm.to_string()),
-        ("--three-way", a.three_way.to_string()),
-        ("--no-tags", a.no_tags.to_string()),
-        ("--head-dropout", a.head_dropout.to_string()),
-    ];
-    if a.task == "nlvr2" {
-        flags.push(("--pair-scale", a.pair_scale.to_string()));
-        flags.push(("--pair-tags", a.pair_tags.to_string()));
-    }
-    if a.task == "caption" {
-        flags.push(("--caption-len", a.caption_len.to_string()));
-        flags.push(("--label-smoothing", a.label_smoothing.to_string()));
-        flags.push(("--mask-tag-words", a.mask_tag_words.to_string()));
-        flags.push(("--scst", a.scst.to_string()));
-        if a.scst {
-            flags.push(("--scst-samples", a.scst_samples.to_string()));
-            flags.push(("--scst-baseline", a.scst_baseline.clone()));
-            flags.push(("--scst-sampler", a.scst_sampler.clone()));
-            flags.push(("--scst-max-gen-length", a.scst_max_gen_length.to_string()));
-            flags.push(("--scst-no-eos", a.scst_no_eos.to_string()));
-        }
-    }
-    flags
-}
-
-/// Flag values that cannot make a sensible run, refused before anything is read or written.
-fn check_flags(a: &TrainArgs) -> Result<()> {
-    let bad = |flag: &str, v: &dyn std::fmt::Display, why: &str| Err(Error::Other(format!("{flag} {v}: {why}")));
-    for (flag, v) in [("--steps", a.steps), ("--batch-size", a.batch_size), ("--grad-accum", a.grad_accum)] {
-        if v == 0 {
-            return bad(flag, &v, "must be at least 1");
-        }
-    }
-    if !(a.lr.is_finite() && a.lr > 0.0) {
-        return bad("--lr", &a.lr, "the learning rate must be a finite number > 0");
-    }
-    if !(a.weight_decay.is_finite() && a.weight_decay >= 0.0) {
-        return bad("--weight-decay", &a.weight_decay, "must be a finite number >= 0");
-    }
-    if a.max_grad_norm.is_nan() {
-        return bad("--max-grad-norm", &a.max_grad_norm, "must be a number (<= 0 turns clipping off)");
-    }
-    if a.warmup_steps() > a.steps {
-        return bad("--warmup", &a.warmup, &format!("longer than the run (--steps {}); the learning rate would never reach --lr", a.steps));
-    }
-    // NLVR2's flags elsewhere would be silently ignored
-    if a.task != "nlvr2" {
-        let d = TrainArgs::default();
-        if let Some((flag, _)) = [("--pair-tags", a.pair_tags != d.pair_tags), ("--pair-scale", a.pair_scale != d.pair_scale)].iter().find(|g| g.1) {
-            return Err(Error::Other(format!("{flag} is an NLVR2 flag (the pair head): it needs --task nlvr2, not --task {}", a.task)));
-        }
-    }
-    // a self-critical flag without --scst would quietly train with cross-entropy instead
-    if !a.scst {
-        let d = TrainArgs::default();
-        let given = [
-            ("--scst-samples", a.scst_samples != d.scst_samples),
-            ("--scst-baseline", a.scst_baseline != d.scst_baseline),
-            ("--scst-sampler", a.scst_sampler != d.scst_sampler),
-            ("--scst-max-gen-length", a.scst_max_gen_length != d.scst_max_gen_length),
-            ("--scst-no-eos", a.scst_no_eos != d.scst_no_eos),
-        ];
-        if let Some((flag, _)) = given.iter().find(|g| g.1) {
-            return Err(Error::Other(format!("{flag} is a self-critical training flag: add --scst (and --task caption --init CAPTION_MODEL)")));
-        }
-    }
-    Ok(())
-}
-
 pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
     check_flags(a)?;
     if let Some(s) = a.loss_scale {
@@ -177,7 +93,7 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
     let mut cfg = Config::load(&config)?;
     std::fs::create_dir_all(&a.out).map_err(|e| Error::Other(format!("{}: {e}", a.out.display())))?;
     let _lock = crate::util::DirLock::acquire(&a.out, "train")?;
-    for d in [a.out.clone(), a.out.join("model")] {
+    for d in [a.out.clone(), a.out.join("model"), KeepBest::dir(&a.out)] {
         for f in crate::util::remove_stale_temps(&d) {
             eprintln!("removed {}, left by an interrupted run", f.display());
         }
@@ -355,6 +271,18 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
         opt.state_bytes() >> 20,
         (step.act_bytes + step.grad_act_bytes) >> 20
     );
+    let mut keep_best = match &a.keep_best {
+        Some(m) if eval.is_none() => return Err(Error::Other(format!("--keep-best {m}: the {} task has no validation split here to evaluate on", a.task))),
+        Some(m) => Some(KeepBest::new(&a.out, m, a.resume)?),
+        None => None,
+    };
+    task.prepare(gpu, cfg, &params)?;
+    if let Some(kb) = keep_best.as_mut() {
+        // the starting parameters compete too: a run that never beats them keeps them
+        let m = task.evaluate(gpu, cfg, eval.as_ref().unwrap(), a.seed, a.eval_batches)?;
+        eprintln!("step {start} (start): {}", m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", "));
+        offer_best(gpu, kb, start, &m, cfg, head, &params, tok, &task.model_files())?;
+    }
     let parts = head.loss_parts();
     let bar = progress_bar(a, start);
     let mut summary =
@@ -457,6 +385,9 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
                     line[k.as_str()] = (*v).into();
                 }
                 bar.suspend(|| eprintln!("step {s}: {}", m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", ")));
+                if let Some(kb) = keep_best.as_mut() {
+                    bar.suspend(|| offer_best(gpu, kb, s, &m, cfg, head, &params, tok, &task.model_files()))?;
+                }
                 summary.eval = Some(m.into_iter().collect());
             }
             writeln!(metrics, "{line}").map_err(|e| Error::Other(e.to_string()))?;
@@ -475,6 +406,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
     }
     bar.finish();
     summary.seq_per_s = if total_time > 0.0 { total_seqs as f64 / total_time } else { 0.0 };
+    summary.best = keep_best.and_then(|kb| kb.best);
     finish(gpu, a, cfg, head, &params, tok, task.title(), &task.model_files(), &summary)?;
     Ok(summary)
 }
@@ -510,17 +442,7 @@ fn finish(
     files: &[(String, String)],
     s: &Summary,
 ) -> Result<()> {
-    let mdir = a.out.join("model");
-    let mut meta = std::collections::HashMap::new();
-    meta.insert("step".into(), a.steps.to_string());
-    checkpoint::save(gpu, params, &mdir.join("model.safetensors"), meta)?;
-    crate::util::atomic_write(&mdir.join("config.json"), cfg.to_json().as_bytes()).map_err(|e| Error::Other(e.to_string()))?;
-    let head_json = serde_json::to_string_pretty(head).map_err(|e| Error::Other(e.to_string()))?;
-    crate::util::atomic_write(&mdir.join("head.json"), head_json.as_bytes()).map_err(|e| Error::Other(e.to_string()))?;
-    tok.save(&mdir.join("tokenizer.json"))?;
-    for (name, body) in files {
-        crate::util::atomic_write(&mdir.join(name), body.as_bytes()).map_err(|e| Error::Other(format!("{}: {e}", mdir.join(name).display())))?;
-    }
+    write_model(gpu, &a.out.join("model"), a.steps, cfg, head, params, tok, files)?;
     let mut series = vec![("loss".to_string(), s.losses.iter().map(|x| (x.0 as f64, x.1 as f64)).collect::<Vec<_>>())];
     if s.parts.len() > 1 {
         for (k, name) in s.parts.iter().enumerate() {
@@ -534,6 +456,43 @@ fn finish(
     let png = a.out.join("loss.png");
     if let Err(e) = plot::loss_curve(&png, title, &refs) {
         eprintln!("note: no loss plot ({e})");
+    }
+    Ok(())
+}
+
+/// A model directory (for the applications and as `--init`): the parameters (their step in the
+/// metadata), config, head, tokenizer and the task's files.
+fn write_model(gpu: &Gpu, mdir: &Path, step: usize, cfg: &Config, head: &Head, params: &ParamSet, tok: &Tok, files: &[(String, String)]) -> Result<()> {
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("step".into(), step.to_string());
+    checkpoint::save(gpu, params, &mdir.join("model.safetensors"), meta)?;
+    crate::util::atomic_write(&mdir.join("config.json"), cfg.to_json().as_bytes()).map_err(|e| Error::Other(e.to_string()))?;
+    let head_json = serde_json::to_string_pretty(head).map_err(|e| Error::Other(e.to_string()))?;
+    crate::util::atomic_write(&mdir.join("head.json"), head_json.as_bytes()).map_err(|e| Error::Other(e.to_string()))?;
+    tok.save(&mdir.join("tokenizer.json"))?;
+    for (name, body) in files {
+        crate::util::atomic_write(&mdir.join(name), body.as_bytes()).map_err(|e| Error::Other(format!("{}: {e}", mdir.join(name).display())))?;
+    }
+    Ok(())
+}
+
+/// --keep-best: writes OUT/best when the evaluation `m` at `step` beats the best so far.
+#[allow(clippy::too_many_arguments)]
+fn offer_best(
+    gpu: &Gpu,
+    kb: &mut KeepBest,
+    step: usize,
+    m: &[(String, f32)],
+    cfg: &Config,
+    head: &Head,
+    params: &ParamSet,
+    tok: &Tok,
+    files: &[(String, String)],
+) -> Result<()> {
+    if let Some(b) = kb.offer(step, m)? {
+        let msg = format!("new best {} {:.4} at step {step}", b.metric, b.value);
+        kb.commit(b, |dir| write_model(gpu, dir, step, cfg, head, params, tok, files))?;
+        eprintln!("{msg}: {}", kb.best_dir().display());
     }
     Ok(())
 }
