@@ -108,13 +108,15 @@ fn gqa_beats_the_majority_answer_and_eval_agrees() {
     let gpu = Gpu::default_device().unwrap();
     let e = evaluate(&gpu, &eval_args("nlvr2", &model, &d.join("data")), false).unwrap_err().to_string();
     assert!(e.contains("cannot be evaluated on --task nlvr2"), "{e}");
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// Regression (issue 10): with the classifier's bias at zero, BCE over the answers spent the run
 /// pushing every logit down and the model answered the majority answer to every question.
 #[test]
 fn vqa_soft_bce_beats_the_majority_answer() {
-    qa_beats_the_majority_answer("vqa", 100, 15.0);
+    let (d, _) = qa_beats_the_majority_answer("vqa", 100, 15.0);
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// Worlds where retrieval and NLVR2 learn from scratch in a test's budget (docs/finetuning-log.md
@@ -191,6 +193,7 @@ fn retrieval_beats_chance_both_ways() {
         // chance: R@10 about 20, R@5 + R@10 about 30
         assert!(r10 >= 30.0 && r5 + r10 >= 45.0, "{dir} does not beat chance clearly (R@5 {r5}, R@10 {r10}): {r}");
     }
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// NLVR2 as Oscar runs it (statement + one image's regions per sequence, no tags), fine-tuned from
@@ -216,6 +219,7 @@ fn nlvr2_beats_the_majority_label() {
     assert!(test.len() > 200 && majority < 56.0, "{} test statements, majority label {majority} %", test.len());
     let acc = r["accuracy"].as_f64().unwrap();
     assert!(acc > majority + 12.0, "NLVR2 accuracy {acc} % does not beat the majority label {majority} % clearly: {r}");
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// `--pair-tags` (Oscar's `--use_label_seq`): the saved head says so, and `eval` reads it back (the
@@ -230,6 +234,7 @@ fn nlvr2_pair_tags_are_kept_by_the_saved_head() {
     let (data, _) = world_of(3);
     let r = evaluate(&gpu, &EvalArgs { split: "val".into(), images: None, text_len: 24, ..eval_args("nlvr2", &d.join("model"), &data) }, false).unwrap();
     assert!(r["examples"].as_u64().unwrap() > 100 && (0.0..=100.0).contains(&r["accuracy"].as_f64().unwrap()), "{r}");
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -294,4 +299,5 @@ fn a_folder_of_pngs_goes_through_convert_images_train_vqa_eval_and_answer_image_
     std::fs::write(d.join("broken.png"), b"not a png").unwrap();
     let e = answer(&gpu, &QueryArgs { image_file: Some(d.join("broken.png")), ..q.clone() }).unwrap_err().to_string();
     assert!(e.contains("broken.png"), "{e}");
+    let _ = std::fs::remove_dir_all(&d);
 }

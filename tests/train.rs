@@ -61,6 +61,7 @@ fn f16_overflow_halves_the_loss_scale_and_training_goes_on() {
     assert_eq!(last["skipped"], false);
     assert!(last["loss"].as_f64().unwrap().is_finite() && (last["loss_scale"].as_f64().unwrap() as f32) < (2f32).powi(40));
     assert!(s.losses.last().unwrap().1 < s.losses.iter().find(|l| l.1.is_finite()).unwrap().1, "loss did not fall after the skips");
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -86,6 +87,7 @@ fn loss_falls_on_a_small_run() {
     for k in ["step", "loss", "mtl_loss", "contrastive_loss", "lr", "seq_per_s", "val_mtl_acc", "val_contrastive_acc"] {
         assert!(last.get(k).is_some(), "metrics line lacks {k}: {last}");
     }
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 fn resume_case(name: &str, precision: Precision, loss_scale: Option<f32>) {
@@ -121,6 +123,7 @@ fn resume_case(name: &str, precision: Precision, loss_scale: Option<f32>) {
 #[test]
 fn resume_equals_uninterrupted_run() {
     resume_case("resume", Precision::F32, None);
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("vlp-train-resume-{}", std::process::id())));
 }
 
 #[test]
@@ -132,6 +135,7 @@ fn f16_resume_restores_the_loss_scale() {
     let (_, m) = safetensors::SafeTensors::read_metadata(&meta).unwrap();
     let scale: f32 = m.metadata().as_ref().unwrap()["loss_scale"].parse().unwrap();
     assert!(scale < (2f32).powi(24), "no overflow happened (scale {scale}): the test does not test the restore");
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("vlp-train-resume16-{}", std::process::id())));
 }
 
 #[test]
@@ -184,6 +188,7 @@ fn killed_run_leaves_a_checkpoint_that_resumes() {
     let steps: Vec<u64> = metrics.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
     assert_eq!(*steps.last().unwrap(), 150);
     assert!(steps.windows(2).all(|w| w[1] == w[0] + 1), "metrics after resume are not one line per step: {steps:?}");
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -210,6 +215,7 @@ fn bad_data_is_a_clear_error_naming_file_and_line() {
         let e = train(&gpu, &a).unwrap_err().to_string();
         assert!(e.contains("--loss-scale"), "{e}");
     }
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -261,4 +267,5 @@ fn classifier_head_trains_saves_loads_and_resumes_bit_for_bit() {
     assert_eq!(compared, 7, "steps 6..=12 compared");
     let saved = |dir: &str| std::fs::read(d.join(dir).join("model/model.safetensors")).unwrap();
     assert_eq!(saved("full"), saved("split"), "the resumed run's model differs from the uninterrupted one");
+    let _ = std::fs::remove_dir_all(&d);
 }
