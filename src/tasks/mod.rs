@@ -24,13 +24,13 @@ pub trait Task {
     fn train_shape(&self) -> Shape;
     /// One training batch, a pure function of `rng`'s state.
     fn train_batch(&self, rng: &mut Rng) -> Result<Batch>;
-    /// The batch the trainer asks for: `train_batch`, unless the task's batches come from the
-    /// model itself (self-critical training samples captions with the current parameters).
     /// Builds what the task plans over the parameters (SCST's decoders), before the first step
     /// or evaluation; calling it again does nothing.
     fn prepare(&self, _gpu: &Gpu, _c: &Config, _params: &ParamSet) -> Result<()> {
         Ok(())
     }
+    /// The batch the trainer asks for: `train_batch`, unless the task's batches come from the
+    /// model itself (self-critical training samples captions with the current parameters).
     fn train_batch_on(&self, _gpu: &Gpu, _c: &Config, _params: &ParamSet, rng: &mut Rng) -> Result<Batch> {
         self.train_batch(rng)
     }

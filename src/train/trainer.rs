@@ -93,7 +93,7 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> Result<Summary> {
     let mut cfg = Config::load(&config)?;
     std::fs::create_dir_all(&a.out).map_err(|e| Error::Other(format!("{}: {e}", a.out.display())))?;
     let _lock = crate::util::DirLock::acquire(&a.out, "train")?;
-    for d in [a.out.clone(), a.out.join("model"), KeepBest::dir(&a.out)] {
+    for d in [a.out.clone(), a.out.join("model")] {
         for f in crate::util::remove_stale_temps(&d) {
             eprintln!("removed {}, left by an interrupted run", f.display());
         }
@@ -277,11 +277,12 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
         None => None,
     };
     task.prepare(gpu, cfg, &params)?;
+    let files = task.model_files();
     if let Some(kb) = keep_best.as_mut() {
         // the starting parameters compete too: a run that never beats them keeps them
         let m = task.evaluate(gpu, cfg, eval.as_ref().unwrap(), a.seed, a.eval_batches)?;
-        eprintln!("step {start} (start): {}", m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", "));
-        offer_best(gpu, kb, start, &m, cfg, head, &params, tok, &task.model_files())?;
+        eprintln!("step {start} (start): {}", metrics_text(&m));
+        offer_best(gpu, kb, start, &m, cfg, head, &params, tok, &files)?;
     }
     let parts = head.loss_parts();
     let bar = progress_bar(a, start);
@@ -384,9 +385,9 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
                 for (k, v) in &m {
                     line[k.as_str()] = (*v).into();
                 }
-                bar.suspend(|| eprintln!("step {s}: {}", m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", ")));
+                bar.suspend(|| eprintln!("step {s}: {}", metrics_text(&m)));
                 if let Some(kb) = keep_best.as_mut() {
-                    bar.suspend(|| offer_best(gpu, kb, s, &m, cfg, head, &params, tok, &task.model_files()))?;
+                    bar.suspend(|| offer_best(gpu, kb, s, &m, cfg, head, &params, tok, &files))?;
                 }
                 summary.eval = Some(m.into_iter().collect());
             }
@@ -407,7 +408,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, cfg: &Config, head: &Head, task: &dyn Task,
     bar.finish();
     summary.seq_per_s = if total_time > 0.0 { total_seqs as f64 / total_time } else { 0.0 };
     summary.best = keep_best.and_then(|kb| kb.best);
-    finish(gpu, a, cfg, head, &params, tok, task.title(), &task.model_files(), &summary)?;
+    finish(gpu, a, cfg, head, &params, tok, task.title(), &files, &summary)?;
     Ok(summary)
 }
 
@@ -458,6 +459,11 @@ fn finish(
         eprintln!("note: no loss plot ({e})");
     }
     Ok(())
+}
+
+/// "name value, ..." of an evaluation, as the log lines print it.
+fn metrics_text(m: &[(String, f32)]) -> String {
+    m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", ")
 }
 
 /// A model directory (for the applications and as `--init`): the parameters (their step in the
